@@ -1,0 +1,388 @@
+"""Build (or resume) an atlas: scan, find facets, synthesize, write the store.
+
+Work is split into chunks of units of one layer; each chunk's parts are written atomically
+and its `neurons` part last, so a killed build resumes where it stopped with every neuron
+exactly once. A run is one method under one configuration; its id is a hash of that
+configuration, so building again with the same settings resumes or extends the same run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import __version__
+from .activations import ScanResult, scan
+from .data import ImageSet, load_fashion_mnist
+from .errors import AtlasError, choose
+from .facets import FacetFinder, diversity_null, facet_diversity
+from .images import to_png
+from .models import REPO_ROOT, ModelSpec, load_model
+from .store import SCHEMA_VERSION, Store
+from .synthesis import Schedule, center_bias_schedule, measure, mfv_schedule, noise_init, render
+
+METHODS = ("mfv", "center-bias", "noise")
+Progress = Callable[[str, int, int], None]   # (task, done, total)
+
+
+@dataclass
+class BuildConfig:
+    out: str
+    model: str = "demo"
+    weights: str | None = None
+    data: str | None = None
+    layers: tuple[str, ...] | None = None     # None: every layer
+    units: tuple[int, ...] | None = None      # None: every unit
+    methods: tuple[str, ...] = ("mfv",)
+    top_n: int = 300          # exemplars of a hidden unit
+    k: int = 10               # facets per neuron
+    m: int = 15               # images averaged into a facet's init
+    steps: int = 200          # synthesis steps per image
+    seed: int = 0
+    batch_size: int = 320     # images per synthesis batch
+    chunk_units: int = 32     # neurons per committed chunk
+    device: str = "auto"
+    thumbs_per_facet: int = 4 # exemplar thumbnails kept per facet (nearest its centroid); -1: all
+    pca_codes: bool = True    # keep each exemplar's PCA-50 code
+    max_images: int | None = None   # use only the first N training images (quick trials, tests)
+
+    def identity(self, method: str, weights_sha256: str, dataset: str) -> dict:
+        """What determines a run's results (not where or how fast it runs)."""
+        keep = ("model", "top_n", "k", "m", "steps", "seed", "thumbs_per_facet", "pca_codes", "max_images")
+        ident = {key: getattr(self, key) for key in keep}
+        ident.update(method=method, model_sha256=weights_sha256, dataset=dataset)
+        if method != "mfv":   # baselines use no data
+            for key in ("top_n", "k", "m", "thumbs_per_facet", "pca_codes", "dataset", "max_images"):
+                ident.pop(key)
+        return ident
+
+
+@dataclass
+class BuildSummary:
+    store: Path
+    run_ids: dict[str, str]
+    neurons_built: int
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def validate(config: BuildConfig) -> None:
+    for method in config.methods:
+        choose("method", method, METHODS)
+    for name in ("top_n", "k", "m", "steps", "batch_size", "chunk_units", "max_images"):
+        if getattr(config, name) is not None and getattr(config, name) < 1:
+            raise AtlasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    if config.k > config.top_n:
+        raise AtlasError(f"k={config.k} is larger than the exemplar set (top-n={config.top_n}); "
+                         f"use k <= {config.top_n} or a larger --top-n")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AtlasError(f"unknown device {name!r}; valid devices: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AtlasError(f"device {name!r} asked for, but no CUDA GPU is available; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise AtlasError(f"unknown device {name!r}; valid devices: auto, cpu, cuda, cuda:N")
+    return device
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def image_key(seed: int, method: str, layer: str, unit: int, facet: int) -> int:
+    """Per-image seed: an image's randomness depends on what it is, not on its batch."""
+    return zlib.crc32(f"{seed}/{method}/{layer}/{unit}/{facet}".encode()) & 0x7FFFFFFF
+
+
+def schedule_for(method: str, spec: ModelSpec, steps: int) -> Schedule:
+    size = spec.input_shape[1]
+    return center_bias_schedule(size, steps) if method == "center-bias" else mfv_schedule(size, steps)
+
+
+def list_layers(model: str = "demo", weights: str | None = None) -> list[dict]:
+    spec = load_model(model, weights)
+    return [{"layer": n, "kind": i.kind, "role": i.role, "n_units": i.n_units,
+             "shape": "x".join(map(str, i.shape))} for n, i in spec.layers.items()]
+
+
+def _select_units(spec: ModelSpec, config: BuildConfig) -> dict[str, list[int]]:
+    layers = list(config.layers) if config.layers else list(spec.layers)
+    for layer in layers:
+        spec.layer(layer)
+    selected = {}
+    for layer in layers:
+        n = spec.layers[layer].n_units
+        units = list(config.units) if config.units is not None else list(range(n))
+        bad = [u for u in units if not 0 <= u < n]
+        if bad:
+            raise AtlasError(f"unit {bad[0]} is out of range for layer {layer!r}: valid units are 0..{n - 1}")
+        selected[layer] = sorted(set(units))
+    return selected
+
+
+class AtlasBuilder:
+    """Holds what one build shares: model, data, scan, store, settings."""
+
+    def __init__(self, config: BuildConfig, progress: Progress | None = None):
+        validate(config)
+        self.config = config
+        self.progress = progress or (lambda task, done, total: None)
+        self.device = resolve_device(config.device)
+        self.spec = load_model(config.model, config.weights).to(self.device)
+        self.units = _select_units(self.spec, config)
+        self.store = Store(config.out)
+        self.images: ImageSet | None = None
+        self.scan: ScanResult | None = None
+        self.finder = FacetFinder(config.k, config.m, config.seed)
+        self.timings: Counter = Counter()
+        self.dataset = "fashion-mnist-train" + (f"[:{config.max_images}]" if config.max_images else "")
+
+    # ---- runs -------------------------------------------------------------------------
+    def run_id(self, method: str) -> str:
+        ident = self.config.identity(method, self.spec.weights_sha256, self.dataset)
+        digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.config.model}-{method}-{digest}"
+
+    def _write_run(self, method: str, run_id: str, seconds: float, status: str) -> None:
+        previous = self.store.read("runs", run_id)
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        config = dataclasses.asdict(self.config) | {
+            "method": method, "schedule": dataclasses.asdict(schedule_for(method, self.spec, self.config.steps)),
+            "model_sha256": self.spec.weights_sha256, "dataset": self.dataset}
+        self.store.write("runs", run_id, [{
+            "run_id": run_id, "created_at": previous[0]["created_at"] if previous else now,
+            "finished_at": now if status == "complete" else None, "status": status,
+            "model": self.config.model, "model_sha256": self.spec.weights_sha256, "dataset": self.dataset,
+            "method": method, "config_json": json.dumps(config, sort_keys=True, default=str),
+            "seed": self.config.seed, "device": str(self.device), "code_version": code_version(),
+            "seconds": (previous[0]["seconds"] or 0.0 if previous else 0.0) + seconds,
+            "schema_version": SCHEMA_VERSION}])
+        for depth, (name, info) in enumerate(self.spec.layers.items()):
+            if name in self.units:
+                self.store.write("layers", f"{run_id}__{name}", [{
+                    "run_id": run_id, "layer": name, "depth": depth, "kind": info.kind, "role": info.role,
+                    "n_units": info.n_units, "shape": "x".join(map(str, info.shape))}])
+
+    # ---- the build ----------------------------------------------------------------------
+    def run(self) -> BuildSummary:
+        start = time.perf_counter()
+        todo = {}
+        for method in self.config.methods:
+            run_id = self.run_id(method)
+            done = self.store.completed_units(run_id)
+            todo[method] = (run_id, {layer: [u for u in units if (layer, u) not in done]
+                                     for layer, units in self.units.items()})
+        remaining = sum(len(u) for _, layers in todo.values() for u in layers.values())
+        built = 0
+        if remaining:
+            if any(todo["mfv"][1].values()) if "mfv" in todo else False:
+                self._scan([layer for layer, units in todo["mfv"][1].items() if units])
+            for method, (run_id, layers) in todo.items():
+                method_start = time.perf_counter()
+                self._write_run(method, run_id, 0.0, "running")
+                for layer, units in layers.items():
+                    for i in range(0, len(units), self.config.chunk_units):
+                        chunk = units[i:i + self.config.chunk_units]
+                        self._build_chunk(method, run_id, layer, chunk)
+                        built += len(chunk)
+                        self.progress("neurons", built, remaining)
+                self._write_run(method, run_id, time.perf_counter() - method_start, "complete")
+        with self._timed("consolidate"):
+            self.store.consolidate()
+        return BuildSummary(self.store.root, {m: r for m, (r, _) in todo.items()}, built,
+                            time.perf_counter() - start, dict(self.timings))
+
+    def _timed(self, name: str):
+        builder = self
+
+        class Timer:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                builder.timings[name] += time.perf_counter() - self.t
+        return Timer()
+
+    def _scan(self, layers: list[str]) -> None:
+        with self._timed("load data"):
+            self.images = load_fashion_mnist(train=True, data_dir=self.config.data).head(self.config.max_images)
+        smallest_class = int(torch.bincount(self.images.labels, minlength=len(self.images.classes)).min())
+        if self.config.k > smallest_class:
+            raise AtlasError(f"k={self.config.k} is larger than the smallest class ({smallest_class} images)")
+        with self._timed("scan"):
+            self.scan = scan(self.spec, self.images, layers, self.config.top_n, self.device,
+                             progress=lambda d, t: self.progress("scan images", d, t))
+
+    def _build_chunk(self, method: str, run_id: str, layer: str, units: list[int]) -> None:
+        name = f"{run_id}__{layer}__{units[0]:05d}"
+        if method == "mfv":
+            neurons, facets, exemplars = self._mfv_chunk(layer, units)
+            exemplars["run_id"] = [run_id] * len(exemplars["unit"])
+            self.store.write("exemplars", name, exemplars)
+        else:
+            neurons, facets = self._baseline_chunk(method, layer, units)
+        for row in neurons + facets:
+            row["run_id"] = run_id
+        self.store.write("facets", name, facets)
+        self.store.write("neurons", name, neurons)   # last: marks the chunk complete
+
+    # ---- MFV ------------------------------------------------------------------------------
+    def _exemplar_set(self, layer: str, unit: int) -> tuple[np.ndarray, np.ndarray, str, str | None]:
+        """(image ids, activations, status, reason) of the images a neuron is clustered on."""
+        info, scan_result = self.spec.layers[layer], self.scan.layers[layer]
+        if bool(scan_result.nonfinite[unit]):
+            return np.empty(0, np.int64), np.empty(0), "failed", "NaN/Inf activation on training images"
+        if info.role == "logits" and self.images.classes == self.spec.class_names:
+            ids = torch.nonzero(self.images.labels == unit)[:, 0]
+            return ids.numpy(), self.scan.own_class_logit[ids].double().numpy(), "ok", None
+        values, ids = scan_result.top_values[unit], scan_result.top_indices[unit]
+        fires = values > 0   # units that fire on fewer than N images cluster only those images
+        if not bool(fires.any()):
+            return np.empty(0, np.int64), np.empty(0), "dead", f"never fires on the {len(self.images)} training images"
+        return ids[fires].numpy(), values[fires].double().numpy(), "ok", None
+
+    def _mfv_chunk(self, layer: str, units: list[int]):
+        neurons, jobs, exemplars = [], [], _columns("exemplars")
+        for unit in units:
+            ids, acts, status, reason = self._exemplar_set(layer, unit)
+            row = _neuron_row(self.spec, layer, unit, status, reason, len(ids))
+            neurons.append(row)
+            if status != "ok":
+                continue
+            with self._timed("facets"):
+                codes = self.scan.codes[torch.as_tensor(ids)].numpy()
+                found = self.finder.fit(codes)
+                row.update(k=found.k, max_activation=float(acts.max()),
+                           facet_diversity=_none_if_nan(facet_diversity(codes, found.labels)),
+                           diversity_null=_none_if_nan(diversity_null(codes, found.labels, self.config.seed)))
+                row.update(_top_class(self.images, ids))
+            self._add_exemplars(exemplars, layer, unit, ids, acts, found)
+            for facet, members in enumerate(self.finder.init_members(found)):
+                init = self.images.pixels(ids[members]).mean(0)
+                jobs.append((unit, facet, len(found.nearest[facet]), init))
+        facets = self._synthesize("mfv", layer, jobs)
+        _summarize(neurons, facets)
+        return neurons, facets, exemplars
+
+    def _add_exemplars(self, columns: dict, layer: str, unit: int, ids, acts, found) -> None:
+        rank = np.empty(len(ids), dtype=np.int64)
+        for members in found.nearest:
+            rank[members] = np.arange(len(members))
+        keep_thumb = rank < self.config.thumbs_per_facet if self.config.thumbs_per_facet >= 0 else np.ones(len(ids), bool)
+        thumbs = [None] * len(ids)
+        for pos in np.flatnonzero(keep_thumb):
+            thumbs[pos] = to_png(self.images.pixels([int(ids[pos])])[0])
+        columns["layer"] += [layer] * len(ids)
+        columns["unit"] += [unit] * len(ids)
+        columns["image_id"] += ids.tolist()
+        columns["activation"] += acts.tolist()
+        columns["pca"] += list(found.pca.astype(np.float32)) if self.config.pca_codes else [None] * len(ids)
+        columns["tsne_x"] += found.tsne[:, 0].tolist()
+        columns["tsne_y"] += found.tsne[:, 1].tolist()
+        columns["facet"] += found.labels.tolist()
+        columns["rank_in_facet"] += rank.tolist()
+        columns["dist_to_centroid"] += found.dist.tolist()
+        columns["thumb_png"] += thumbs
+
+    # ---- baselines -------------------------------------------------------------------------
+    def _baseline_chunk(self, method: str, layer: str, units: list[int]):
+        keys = torch.tensor([image_key(self.config.seed, method, layer, u, 0) for u in units])
+        inits = noise_init(keys, self.spec.input_shape, "cpu")
+        jobs = [(unit, 0, None, init) for unit, init in zip(units, inits)]
+        neurons = [_neuron_row(self.spec, layer, u, "ok", None, None) | {"k": 1} for u in units]
+        facets = self._synthesize(method, layer, jobs)
+        _summarize(neurons, facets)
+        return neurons, facets
+
+    # ---- synthesis ---------------------------------------------------------------------------
+    def _synthesize(self, method: str, layer: str, jobs: list[tuple]) -> list[dict]:
+        """Render every (unit, facet, size, init) job of one layer in batches; one row per image."""
+        rows = []
+        schedule = schedule_for(method, self.spec, self.config.steps)
+        for start in range(0, len(jobs), self.config.batch_size):
+            batch = jobs[start:start + self.config.batch_size]
+            units = torch.tensor([j[0] for j in batch], device=self.device)
+            keys = torch.tensor([image_key(self.config.seed, method, layer, j[0], j[1]) for j in batch],
+                                device=self.device)
+            init = torch.stack([j[3] for j in batch]).to(self.device)
+            with self._timed("synthesis"):
+                final = render(self.spec, layer, units, init, schedule, keys)
+                before, after = measure(self.spec, layer, units, init), measure(self.spec, layer, units, final)
+            for i, (unit, facet, size, _) in enumerate(batch):
+                rows.append({
+                    "layer": layer, "unit": unit, "facet": facet, "size": size,
+                    "init_png": to_png(init[i]), "image_png": to_png(final[i]),
+                    "act_init": float(before["act"][i]), "act_final": float(after["act"][i]),
+                    "target_prob": _none_if_nan(float(after["target_prob"][i])),
+                    "top1_hit": None if int(after["top1"][i]) < 0 else bool(after["top1"][i]),
+                    "steps": schedule.steps})
+        return rows
+
+
+def _columns(table: str) -> dict[str, list]:
+    from .store import SCHEMAS
+    return {name: [] for name in SCHEMAS[table].names if name != "run_id"}
+
+
+def _none_if_nan(value: float):
+    return None if value is None or not np.isfinite(value) else value
+
+
+def _neuron_row(spec: ModelSpec, layer: str, unit: int, status: str, reason, n_exemplars) -> dict:
+    return {"layer": layer, "unit": unit, "label": spec.unit_label(layer, unit), "status": status,
+            "reason": reason, "n_exemplars": n_exemplars, "k": 0}
+
+
+def _top_class(images: ImageSet, ids: np.ndarray) -> dict:
+    counts = torch.bincount(images.labels[torch.as_tensor(ids)], minlength=len(images.classes))
+    best = int(counts.argmax())
+    return {"top_class": images.classes[best], "top_class_share": float(counts[best]) / len(ids)}
+
+
+def _summarize(neurons: list[dict], facets: list[dict]) -> None:
+    """Per neuron: the best activation its facets reached; NaN/Inf results fail the neuron."""
+    by_unit: dict[int, list[dict]] = {}
+    for row in facets:
+        by_unit.setdefault(row["unit"], []).append(row)
+    for neuron in neurons:
+        finals = [row["act_final"] for row in by_unit.get(neuron["unit"], [])]
+        if finals and not all(np.isfinite(finals)):
+            neuron.update(status="failed", reason="synthesis produced a NaN/Inf activation")
+        elif finals:
+            neuron["best_act_final"] = max(finals)
+
+
+def build_atlas(config: BuildConfig, progress: Progress | None = None) -> BuildSummary:
+    """Build or resume the atlas described by `config`; returns what was done."""
+    return AtlasBuilder(config, progress).run()
+
+
+def rerun_neuron(store_dir: str | Path, layer: str, unit: int, method: str = "mfv", k: int = 10,
+                 steps: int = 200, seed: int = 0, device: str = "auto", progress: Progress | None = None,
+                 model: str = "demo", weights: str | None = None, data: str | None = None) -> str:
+    """Synthesize one neuron with other settings; saved to the store as its own run. Returns the run id."""
+    config = BuildConfig(out=str(store_dir), model=model, weights=weights, data=data, layers=(layer,),
+                         units=(unit,), methods=(method,), k=k, steps=steps, seed=seed, device=device)
+    return build_atlas(config, progress).run_ids[method]

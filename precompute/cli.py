@@ -1,0 +1,154 @@
+"""Command line: `python -m precompute {demo,build,layers}`.
+
+User mistakes (AtlasError) print one line and exit with code 2; bugs keep their traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import AtlasError
+
+DEMO_OUT = Path(__file__).resolve().parent.parent / "data" / "demo"
+EPILOG = """examples:
+  python -m precompute demo                       # train the demo CNN if needed, build data/demo/
+  python -m precompute layers --model demo        # addressable layers, kind and unit counts
+  python -m precompute build --model demo --layers fc8,fc7,conv3 --out data/my-atlas
+  python -m precompute build --model demo --layers fc8 --units 0,3 --method mfv,noise --out /tmp/a
+
+query the result with any DuckDB client:
+  duckdb data/demo/atlas.duckdb "SELECT layer, unit, label, facet_diversity FROM neurons
+                                 ORDER BY facet_diversity DESC LIMIT 10"
+"""
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
+    from .build import BuildConfig
+    d = BuildConfig(out="")
+    g = parser.add_argument_group("what to build")
+    if not demo:
+        g.add_argument("--model", default="demo", help="model name (default: demo)")
+        g.add_argument("--weights", help="weights file (state_dict); default: the demo model's")
+        g.add_argument("--out", required=True, help="store folder to create or resume")
+        g.add_argument("--layers", type=_name_list, help="comma-separated layer names (default: all)")
+        g.add_argument("--units", type=_int_list, help="comma-separated unit indices (default: all)")
+    g.add_argument("--method", dest="methods", type=_name_list, default=None,
+                   help="comma-separated: mfv, center-bias, noise "
+                        f"(default: {'all three' if demo else 'mfv'})")
+    g.add_argument("--data", help="folder with the Fashion-MNIST idx files "
+                                  "(default: /usr/share/datasets/fashion-mnist)")
+    a = parser.add_argument_group("algorithm")
+    a.add_argument("--top-n", type=int, default=d.top_n, help=f"exemplars per hidden unit (default {d.top_n})")
+    a.add_argument("-k", "--k", type=int, default=d.k, help=f"facets per neuron (default {d.k})")
+    a.add_argument("-m", "--m", type=int, default=d.m, help=f"images averaged into each init (default {d.m})")
+    a.add_argument("--steps", type=int, default=d.steps, help=f"synthesis steps per image (default {d.steps})")
+    a.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    a.add_argument("--max-images", type=int, default=None,
+                   help="use only the first N training images (quick trials; default: all)")
+    r = parser.add_argument_group("resources and store")
+    r.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default auto)")
+    r.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"images per synthesis batch (default {d.batch_size})")
+    r.add_argument("--chunk-units", type=int, default=d.chunk_units,
+                   help=f"neurons per committed chunk (default {d.chunk_units})")
+    r.add_argument("--thumbs-per-facet", type=int, default=d.thumbs_per_facet,
+                   help=f"exemplar thumbnails stored per facet, nearest first; -1 for all (default {d.thumbs_per_facet})")
+    r.add_argument("--no-pca-codes", dest="pca_codes", action="store_false", default=not demo,
+                   help="do not store each exemplar's PCA-50 code" + (" (the demo never does)" if demo else ""))
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m precompute",
+        description="Facet Atlas precompute: Multifaceted Feature Visualization (Nguyen, Yosinski & "
+                    "Clune, 2016) for every neuron of a classifier, written to a Parquet + DuckDB store.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,build,layers}")
+    demo = sub.add_parser("demo", help="train the demo CNN if needed and build the full demo atlas",
+                          description="Train the demo Fashion-MNIST CNN (if data/models has no weights) and "
+                                      f"build the atlas of every neuron of every layer into {DEMO_OUT}.")
+    demo.add_argument("--out", default=str(DEMO_OUT), help=f"store folder (default {DEMO_OUT})")
+    demo.add_argument("--retrain", action="store_true", help="train the demo model even if weights exist")
+    _add_build_options(demo, demo=True)
+    build = sub.add_parser("build", help="build or resume an atlas store",
+                           description="Build (or resume: run it again after a kill) an atlas store.")
+    _add_build_options(build, demo=False)
+    layers = sub.add_parser("layers", help="list a model's addressable layers")
+    layers.add_argument("--model", default="demo", help="model name (default: demo)")
+    layers.add_argument("--weights", help="weights file (default: the demo model's)")
+    return parser
+
+
+def _config(args, out: str, methods_default):
+    from .build import BuildConfig
+    return BuildConfig(
+        out=out, model=getattr(args, "model", "demo"), weights=getattr(args, "weights", None), data=args.data,
+        layers=getattr(args, "layers", None), units=getattr(args, "units", None),
+        methods=args.methods or methods_default, top_n=args.top_n, k=args.k, m=args.m, steps=args.steps,
+        seed=args.seed, batch_size=args.batch_size, chunk_units=args.chunk_units, device=args.device,
+        thumbs_per_facet=args.thumbs_per_facet, pca_codes=args.pca_codes, max_images=args.max_images)
+
+
+def _report(summary) -> None:
+    print(f"store: {summary.store}  ({summary.neurons_built} neuron-runs built in {summary.seconds:.1f} s)")
+    for method, run_id in summary.run_ids.items():
+        print(f"  {method:12s} run {run_id}")
+    if summary.timings:
+        print("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary.timings.items()))
+
+
+def cmd_demo(args, progress) -> None:
+    from .demo_train import ensure_demo_weights
+    ensure_demo_weights(retrain=args.retrain, data=args.data, progress=progress)
+    from .build import build_atlas
+    _report(build_atlas(_config(args, args.out, ("mfv", "center-bias", "noise")), progress))
+
+
+def cmd_build(args, progress) -> None:
+    from .build import build_atlas
+    if args.model == "demo" and not args.weights:
+        from .demo_train import ensure_demo_weights
+        ensure_demo_weights(data=args.data, progress=progress)
+    _report(build_atlas(_config(args, args.out, ("mfv",)), progress))
+
+
+def cmd_layers(args, progress) -> None:
+    from .build import list_layers
+    rows = list_layers(args.model, args.weights)
+    print(f"{'layer':12s} {'kind':5s} {'role':10s} {'units':>6s}  shape")
+    for row in rows:
+        print(f"{row['layer']:12s} {row['kind']:5s} {row['role']:10s} {row['n_units']:6d}  {row['shape']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    from .progress import TerminalProgress
+    progress = TerminalProgress()
+    started = time.perf_counter()
+    try:
+        {"demo": cmd_demo, "build": cmd_build, "layers": cmd_layers}[args.command](args, progress)
+    except AtlasError as exc:
+        progress.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        progress.close()
+        print("interrupted: finished chunks are saved; run the same command again to resume", file=sys.stderr)
+        return 130
+    progress.close()
+    if args.command != "layers":
+        print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0

@@ -1,0 +1,113 @@
+"""The atlas store: Parquet part files (the canonical record) and atlas.duckdb (their tables).
+
+One folder is one atlas:
+    <store>/parts/<table>/<run_id>__<layer>__<first unit>.parquet   written per chunk
+    <store>/parts/runs/<run_id>.parquet                              one row per run
+    <store>/atlas.duckdb                                             real tables, rebuilt by consolidate()
+Every file is written to a temporary name and renamed, so a killed build never leaves a
+half-written part. A chunk's `neurons` part is written last: it marks the chunk complete.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+DB_NAME = "atlas.duckdb"
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "runs": pa.schema([
+        ("run_id", pa.string()), ("created_at", pa.timestamp("s", tz="UTC")),
+        ("finished_at", pa.timestamp("s", tz="UTC")), ("status", pa.string()),
+        ("model", pa.string()), ("model_sha256", pa.string()), ("dataset", pa.string()),
+        ("method", pa.string()), ("config_json", pa.string()), ("seed", pa.int64()),
+        ("device", pa.string()), ("code_version", pa.string()), ("seconds", pa.float64()),
+        ("schema_version", pa.int32()),
+    ]),
+    "layers": pa.schema([
+        ("run_id", pa.string()), ("layer", pa.string()), ("depth", pa.int32()), ("kind", pa.string()),
+        ("role", pa.string()), ("n_units", pa.int32()), ("shape", pa.string()),
+    ]),
+    "neurons": pa.schema([
+        ("run_id", pa.string()), ("layer", pa.string()), ("unit", pa.int32()), ("label", pa.string()),
+        ("status", pa.string()), ("reason", pa.string()), ("n_exemplars", pa.int32()), ("k", pa.int32()),
+        ("facet_diversity", pa.float64()), ("diversity_null", pa.float64()),
+        ("max_activation", pa.float64()), ("best_act_final", pa.float64()),
+        ("top_class", pa.string()), ("top_class_share", pa.float64()),
+    ]),
+    "facets": pa.schema([
+        ("run_id", pa.string()), ("layer", pa.string()), ("unit", pa.int32()), ("facet", pa.int32()),
+        ("size", pa.int32()), ("init_png", pa.binary()), ("image_png", pa.binary()),
+        ("act_init", pa.float64()), ("act_final", pa.float64()), ("target_prob", pa.float64()),
+        ("top1_hit", pa.bool_()), ("steps", pa.int32()),
+    ]),
+    "exemplars": pa.schema([
+        ("run_id", pa.string()), ("layer", pa.string()), ("unit", pa.int32()), ("image_id", pa.int64()),
+        ("activation", pa.float64()), ("pca", pa.list_(pa.float32())), ("tsne_x", pa.float32()),
+        ("tsne_y", pa.float32()), ("facet", pa.int32()), ("rank_in_facet", pa.int32()),
+        ("dist_to_centroid", pa.float32()), ("thumb_png", pa.binary()),
+    ]),
+}
+TABLES = tuple(SCHEMAS)
+
+
+class Store:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_NAME
+
+    def part_path(self, table: str, name: str) -> Path:
+        return self.root / "parts" / table / f"{name}.parquet"
+
+    def write(self, table: str, name: str, rows: list[dict] | dict[str, list]) -> Path:
+        """Atomically write `rows` (a list of row dicts, or a dict of columns) as part `name` of `table`."""
+        path = self.part_path(table, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        make = pa.Table.from_pydict if isinstance(rows, dict) else pa.Table.from_pylist
+        pq.write_table(make(rows, schema=SCHEMAS[table]), tmp, compression="zstd")
+        os.replace(tmp, path)
+        return path
+
+    def read(self, table: str, name: str) -> list[dict]:
+        path = self.part_path(table, name)
+        return pq.read_table(path).to_pylist() if path.exists() else []
+
+    def completed_units(self, run_id: str) -> set[tuple[str, int]]:
+        """(layer, unit) pairs whose chunk of `run_id` has been committed."""
+        folder = self.root / "parts" / "neurons"
+        done: set[tuple[str, int]] = set()
+        for path in sorted(folder.glob(f"{run_id}__*.parquet")):
+            table = pq.read_table(path, columns=["layer", "unit"])
+            done.update(zip(table["layer"].to_pylist(), table["unit"].to_pylist()))
+        return done
+
+    def consolidate(self) -> Path:
+        """(Re)build atlas.duckdb from every part file, atomically, as real tables."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{DB_NAME}.{uuid.uuid4().hex}.tmp"
+        con = duckdb.connect(str(tmp))
+        try:
+            for table, schema in SCHEMAS.items():
+                files = sorted((self.root / "parts" / table).glob("*.parquet"))
+                con.register("empty_arrow", pa.Table.from_pylist([], schema=schema))
+                con.execute(f"CREATE TABLE {table} AS SELECT * FROM empty_arrow")
+                con.unregister("empty_arrow")
+                if files:
+                    listing = ", ".join(f"'{f.as_posix()}'" for f in files)
+                    con.execute(f"INSERT INTO {table} SELECT * FROM read_parquet([{listing}])")
+            con.execute("CREATE TABLE atlas_meta AS SELECT 'schema_version' AS key, ? AS value",
+                        [str(SCHEMA_VERSION)])
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, self.db_path)
+        return self.db_path

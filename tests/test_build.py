@@ -1,0 +1,140 @@
+"""End to end: a real build into a temporary store, queried with DuckDB; resume after a kill."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, SMALL_BUILD
+from precompute.store import SCHEMA_VERSION, TABLES
+
+
+def query(store: Path, sql: str):
+    con = duckdb.connect(str(store / "atlas.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_store_has_every_table_as_a_real_table(small_store):
+    store, _ = small_store
+    kinds = dict(query(store, "SELECT table_name, table_type FROM information_schema.tables"))
+    for table in TABLES:
+        assert kinds[table] == "BASE TABLE"
+    assert query(store, "SELECT value FROM atlas_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+
+
+def test_every_requested_neuron_once_per_method(small_store):
+    store, summary = small_store
+    rows = query(store, """SELECT r.method, count(*), count(DISTINCT (n.layer, n.unit))
+                           FROM neurons n JOIN runs r USING (run_id) GROUP BY r.method ORDER BY 1""")
+    assert rows == [("center-bias", 9, 9), ("mfv", 9, 9), ("noise", 9, 9)]
+    assert set(summary.run_ids) == {"mfv", "noise", "center-bias"}
+
+
+def test_runs_record_their_config_and_seed(small_store):
+    store, _ = small_store
+    import json
+    for method, config_json, seed, sha, status in query(
+            store, "SELECT method, config_json, seed, model_sha256, status FROM runs"):
+        config = json.loads(config_json)
+        assert config["method"] == method and config["seed"] == seed == 0
+        assert config["k"] == 3 and config["steps"] == 30 and config["schedule"]["stages"]
+        assert len(sha) == 64 and status == "complete"
+
+
+def test_mfv_neurons_facets_and_exemplars(small_store):
+    store, _ = small_store
+    mfv = "(SELECT run_id FROM runs WHERE method = 'mfv')"
+    # class neurons cluster every (loaded) training image of their class
+    n_ex, labels = zip(*query(store, f"SELECT n_exemplars, label FROM neurons WHERE run_id = {mfv} AND layer = 'fc8' ORDER BY unit"))
+    assert labels == ("T-shirt/top", "Trouser", "Pullover") and all(n > 150 for n in n_ex)
+    # hidden neurons that fire: at most top-n exemplars, k facets, sizes add up
+    for layer, unit, status, n, k, div in query(
+            store, f"SELECT layer, unit, status, n_exemplars, k, facet_diversity FROM neurons WHERE run_id = {mfv}"):
+        if status != "ok":
+            assert status == "dead" and k == 0
+            continue
+        sizes = query(store, f"SELECT sum(size), count(*) FROM facets WHERE run_id = {mfv} AND layer = '{layer}' AND unit = {unit}")
+        assert sizes == [(n, k)]
+        assert layer == "fc8" or n <= SMALL_BUILD["top_n"]
+        assert k == 1 or 0 <= div < 2
+        ex = query(store, f"""SELECT count(*), count(thumb_png), count(pca), max(rank_in_facet) FROM exemplars
+                              WHERE run_id = {mfv} AND layer = '{layer}' AND unit = {unit}""")[0]
+        assert ex[0] == n and ex[1] == min(n, 4 * k) and ex[2] == n
+
+
+def test_facet_rows_hold_pngs_and_metrics(small_store):
+    store, _ = small_store
+    rows = query(store, """SELECT f.layer, f.init_png, f.image_png, f.act_init, f.act_final, f.target_prob, f.top1_hit, f.steps
+                           FROM facets f JOIN runs r USING (run_id) WHERE r.method = 'mfv'""")
+    assert rows
+    for layer, init_png, image_png, act_init, act_final, prob, top1, steps in rows:
+        assert init_png[:8] == image_png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert steps == 30
+        if layer == "fc8":
+            assert 0 <= prob <= 1 and top1 in (True, False)
+        else:
+            assert prob is None and top1 is None
+    raised = query(store, """SELECT avg((act_final > act_init)::INT) FROM facets f JOIN runs r USING (run_id)
+                             WHERE r.method = 'mfv' AND layer = 'fc8'""")[0][0]
+    assert raised >= 0.9
+
+
+def test_the_readme_query_answers(small_store):
+    store, _ = small_store
+    rows = query(store, "SELECT layer, unit, label, facet_diversity FROM neurons ORDER BY facet_diversity DESC NULLS LAST")
+    assert len(rows) == 27 and rows[0][3] is not None
+
+
+def test_building_again_is_a_no_op(small_store):
+    from precompute.build import BuildConfig, build_atlas
+    store, first = small_store
+    again = build_atlas(BuildConfig(out=str(store), device="cpu", **SMALL_BUILD))
+    assert again.neurons_built == 0 and again.run_ids == first.run_ids
+    assert query(store, "SELECT count(*) FROM neurons") == [(27,)]
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "precompute", *args]
+
+
+def test_resume_after_kill_builds_every_neuron_exactly_once(tmp_path):
+    out = tmp_path / "atlas"
+    args = _cli("build", "--layers", "fc6", "--units", "0,1,2,3,4,5,6,7", "--chunk-units", "1", "--max-images",
+                "1000", "--top-n", "40", "-k", "2", "-m", "5", "--steps", "20", "--device", "cpu", "--out", str(out))
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    neurons = out / "parts" / "neurons"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(neurons.glob("*.parquet"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(list(neurons.glob("*.parquet")))
+    assert 2 <= partial < 8, "the kill should land mid-build"
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    units = sorted(u for f in neurons.glob("*.parquet") for u in pq.read_table(f)["unit"].to_pylist())
+    assert units == list(range(8))
+    assert query(out, "SELECT count(*), count(DISTINCT unit) FROM neurons") == [(8, 8)]
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_nan_weights_fail_the_neuron_and_the_run_goes_on(tmp_path, demo_weights):
+    import torch
+    state = torch.load(demo_weights, weights_only=True)
+    state["fc6.weight"][2] = float("nan")
+    weights = tmp_path / "nan.pt"
+    torch.save(state, weights)
+    from precompute.build import BuildConfig, build_atlas
+    build_atlas(BuildConfig(out=str(tmp_path / "a"), weights=str(weights), layers=("fc6",), units=(1, 2, 5),
+                            max_images=500, top_n=30, k=2, m=5, steps=5, device="cpu"))
+    rows = dict((u, (s, r)) for u, s, r in query(tmp_path / "a", "SELECT unit, status, reason FROM neurons"))
+    assert rows[2][0] == "failed" and "NaN" in rows[2][1]
+    assert rows[5][0] in ("ok", "dead")

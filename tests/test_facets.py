@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from precompute.errors import AtlasError
+from precompute.facets import FacetFinder, diversity_null, effective_k, facet_diversity
+
+
+def blobs(n_per=40, k=4, dim=64, seed=0):
+    """k well-separated groups of non-negative codes (like post-ReLU fc7)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.random((k, dim)) * (rng.random((k, dim)) < 0.3) * 5
+    codes = np.concatenate([np.abs(c + rng.normal(0, 0.3, (n_per, dim))) for c in centres])
+    truth = np.repeat(np.arange(k), n_per)
+    return codes.astype(np.float32), truth
+
+
+def test_shapes_and_ordering():
+    codes, _ = blobs()
+    facets = FacetFinder(k=4, m=15, seed=0).fit(codes)
+    assert facets.pca.shape == (160, 50)
+    assert facets.tsne.shape == (160, 2)
+    assert facets.labels.shape == (160,) and facets.k == 4
+    sizes = facets.sizes()
+    assert sizes == sorted(sizes, reverse=True) and sum(sizes) == 160   # facet 0 is the largest
+
+
+def test_clusters_recover_separated_groups():
+    codes, truth = blobs()
+    labels = FacetFinder(k=4, m=15, seed=0).fit(codes).labels
+    # every found facet is (almost) pure: one true group each
+    for facet in range(4):
+        members = truth[labels == facet]
+        assert np.bincount(members).max() / len(members) > 0.95
+
+
+def test_deterministic_for_a_seed():
+    codes, _ = blobs()
+    a = FacetFinder(k=4, seed=3).fit(codes)
+    b = FacetFinder(k=4, seed=3).fit(codes)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.tsne, b.tsne)
+
+
+def test_init_members_are_the_m_nearest_to_the_centroid():
+    codes, _ = blobs()
+    finder = FacetFinder(k=4, m=15, seed=0)
+    facets = finder.fit(codes)
+    for facet, chosen in enumerate(finder.init_members(facets)):
+        members = np.flatnonzero(facets.labels == facet)
+        centroid = facets.tsne[members].mean(0)
+        dist = np.linalg.norm(facets.tsne[members] - centroid, axis=1)
+        expected = set(members[np.argsort(dist)[:15]])
+        assert len(chosen) == 15 and set(chosen) == expected
+        np.testing.assert_allclose(facets.dist[chosen], np.sort(dist)[:15], rtol=1e-5)
+
+
+def test_k_shrinks_for_small_exemplar_sets():
+    assert effective_k(300, 10, 15) == 10
+    assert effective_k(40, 10, 15) == 2
+    assert effective_k(3, 10, 15) == 1
+    codes, _ = blobs(n_per=5, k=1)
+    facets = FacetFinder(k=10, m=15).fit(codes)
+    assert facets.k == 1 and set(facets.labels) == {0}
+
+
+def test_single_exemplar():
+    facets = FacetFinder(k=10).fit(np.ones((1, 8), np.float32))
+    assert facets.k == 1 and facets.tsne.shape == (1, 2)
+
+
+def test_rejects_bad_settings_and_empty_sets():
+    with pytest.raises(AtlasError, match="k and m"):
+        FacetFinder(k=0)
+    with pytest.raises(AtlasError, match="no exemplars"):
+        FacetFinder().fit(np.zeros((0, 4)))
+
+
+def test_facet_diversity_separates_real_facets_from_random_splits():
+    codes, truth = blobs()
+    real = facet_diversity(codes, truth)
+    null = diversity_null(codes, truth, seed=0)
+    assert real > 0.8 and null < 0.1
+    # one group split in two is far less diverse than four different groups
+    one_group = codes[truth == 0]
+    halves = np.arange(len(one_group)) % 2
+    assert facet_diversity(one_group, halves) < 0.1
+    assert np.isnan(facet_diversity(codes, np.zeros(len(codes), int)))
