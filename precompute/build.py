@@ -14,6 +14,7 @@ import subprocess
 import time
 import zlib
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -154,6 +155,7 @@ class AtlasBuilder:
         self.units = _select_units(self.spec, config)
         self.store = Store(config.out)
         self.images: ImageSet | None = None
+        self.thumbnailed: set[int] = set()   # image ids with a thumbnail in the store
         self.scan: ScanResult | None = None
         self.finder = FacetFinder(config.k, config.m, config.seed)
         self.timings: Counter = Counter()
@@ -177,7 +179,7 @@ class AtlasBuilder:
             "model": self.config.model, "model_sha256": self.spec.weights_sha256, "dataset": self.dataset,
             "method": method, "config_json": json.dumps(config, sort_keys=True, default=str),
             "seed": self.config.seed, "device": str(self.device), "code_version": code_version(),
-            "seconds": (previous[0]["seconds"] or 0.0 if previous else 0.0) + seconds,
+            "seconds": seconds + ((previous[0]["seconds"] or 0.0) if previous else 0.0),
             "schema_version": SCHEMA_VERSION}])
         for depth, (name, info) in enumerate(self.spec.layers.items()):
             if name in self.units:
@@ -194,40 +196,44 @@ class AtlasBuilder:
             done = self.store.completed_units(run_id)
             todo[method] = (run_id, {layer: [u for u in units if (layer, u) not in done]
                                      for layer, units in self.units.items()})
-        remaining = sum(len(u) for _, layers in todo.values() for u in layers.values())
         built = 0
-        if remaining:
-            if any(todo["mfv"][1].values()) if "mfv" in todo else False:
-                self._scan([layer for layer, units in todo["mfv"][1].items() if units])
-            for method, (run_id, layers) in todo.items():
-                method_start = time.perf_counter()
-                self._write_run(method, run_id, 0.0, "running")
-                for layer, units in layers.items():
-                    for i in range(0, len(units), self.config.chunk_units):
-                        chunk = units[i:i + self.config.chunk_units]
-                        self._build_chunk(method, run_id, layer, chunk)
-                        built += len(chunk)
-                        self.progress("neurons", built, remaining)
-                self._write_run(method, run_id, time.perf_counter() - method_start, "complete")
+        mfv_layers = [layer for layer, units in todo.get("mfv", ("", {}))[1].items() if units]
+        if mfv_layers:
+            self._scan(mfv_layers)
+        for method, (run_id, layers) in todo.items():
+            remaining = sum(len(units) for units in layers.values())
+            if not remaining:   # a build killed after its last chunk still gets its run marked complete
+                previous = self.store.read("runs", run_id)
+                if previous and previous[0]["status"] != "complete":
+                    self._write_run(method, run_id, 0.0, "complete")
+                continue
+            method_start, done = time.perf_counter(), 0
+            self._write_run(method, run_id, 0.0, "running")
+            for layer, units in layers.items():
+                for i in range(0, len(units), self.config.chunk_units):
+                    chunk = units[i:i + self.config.chunk_units]
+                    self._build_chunk(method, run_id, layer, chunk)
+                    done += len(chunk)
+                    self.progress(f"{method} neurons", done, remaining)
+            built += done
+            self._write_run(method, run_id, time.perf_counter() - method_start, "complete")
         with self._timed("consolidate"):
             self.store.consolidate()
         return BuildSummary(self.store.root, {m: r for m, (r, _) in todo.items()}, built,
                             time.perf_counter() - start, dict(self.timings))
 
+    @contextmanager
     def _timed(self, name: str):
-        builder = self
-
-        class Timer:
-            def __enter__(self):
-                self.t = time.perf_counter()
-
-            def __exit__(self, *exc):
-                builder.timings[name] += time.perf_counter() - self.t
-        return Timer()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] += time.perf_counter() - start
 
     def _scan(self, layers: list[str]) -> None:
         with self._timed("load data"):
             self.images = load_fashion_mnist(train=True, data_dir=self.config.data).head(self.config.max_images)
+            self.thumbnailed = self.store.thumbnail_ids(self.dataset)
         smallest_class = int(torch.bincount(self.images.labels, minlength=len(self.images.classes)).min())
         if self.config.k > smallest_class:
             raise AtlasError(f"k={self.config.k} is larger than the smallest class ({smallest_class} images)")
@@ -238,8 +244,9 @@ class AtlasBuilder:
     def _build_chunk(self, method: str, run_id: str, layer: str, units: list[int]) -> None:
         name = f"{run_id}__{layer}__{units[0]:05d}"
         if method == "mfv":
-            neurons, facets, exemplars = self._mfv_chunk(layer, units)
+            neurons, facets, exemplars, thumbnails = self._mfv_chunk(layer, units)
             exemplars["run_id"] = [run_id] * len(exemplars["unit"])
+            self.store.write("thumbnails", name, thumbnails)
             self.store.write("exemplars", name, exemplars)
         else:
             neurons, facets = self._baseline_chunk(method, layer, units)
@@ -264,36 +271,48 @@ class AtlasBuilder:
         return ids[fires].numpy(), values[fires].double().numpy(), "ok", None
 
     def _mfv_chunk(self, layer: str, units: list[int]):
-        neurons, jobs, exemplars = [], [], _columns("exemplars")
+        neurons, jobs, exemplars, thumbnails = [], [], _columns("exemplars"), []
         for unit in units:
             ids, acts, status, reason = self._exemplar_set(layer, unit)
             row = _neuron_row(self.spec, layer, unit, status, reason, len(ids))
             neurons.append(row)
             if status != "ok":
                 continue
+            codes = self.scan.codes[torch.as_tensor(ids)].numpy()
+            if not np.isfinite(codes).all():   # e.g. a NaN unit upstream poisons the embedding layer
+                row.update(status="failed", reason="NaN/Inf in the embedding codes of its exemplars")
+                continue
             with self._timed("facets"):
-                codes = self.scan.codes[torch.as_tensor(ids)].numpy()
                 found = self.finder.fit(codes)
                 row.update(k=found.k, max_activation=float(acts.max()),
                            facet_diversity=_none_if_nan(facet_diversity(codes, found.labels)),
                            diversity_null=_none_if_nan(diversity_null(codes, found.labels, self.config.seed)))
                 row.update(_top_class(self.images, ids))
             self._add_exemplars(exemplars, layer, unit, ids, acts, found)
+            thumbnails += self._new_thumbnails(ids, found)
             for facet, members in enumerate(self.finder.init_members(found)):
                 init = self.images.pixels(ids[members]).mean(0)
                 jobs.append((unit, facet, len(found.nearest[facet]), init))
         facets = self._synthesize("mfv", layer, jobs)
         _summarize(neurons, facets)
-        return neurons, facets, exemplars
+        return neurons, facets, exemplars, thumbnails
+
+    def _new_thumbnails(self, ids: np.ndarray, found) -> list[dict]:
+        """Thumbnails of the exemplars nearest each centroid that the store does not have yet."""
+        per_facet = self.config.thumbs_per_facet
+        wanted = ids if per_facet < 0 else np.concatenate([ids[m[:per_facet]] for m in found.nearest])
+        rows = []
+        for image_id in dict.fromkeys(int(i) for i in wanted):
+            if image_id not in self.thumbnailed:
+                self.thumbnailed.add(image_id)
+                rows.append({"dataset": self.dataset, "image_id": image_id,
+                             "png": to_png(self.images.pixels([image_id])[0])})
+        return rows
 
     def _add_exemplars(self, columns: dict, layer: str, unit: int, ids, acts, found) -> None:
         rank = np.empty(len(ids), dtype=np.int64)
         for members in found.nearest:
             rank[members] = np.arange(len(members))
-        keep_thumb = rank < self.config.thumbs_per_facet if self.config.thumbs_per_facet >= 0 else np.ones(len(ids), bool)
-        thumbs = [None] * len(ids)
-        for pos in np.flatnonzero(keep_thumb):
-            thumbs[pos] = to_png(self.images.pixels([int(ids[pos])])[0])
         columns["layer"] += [layer] * len(ids)
         columns["unit"] += [unit] * len(ids)
         columns["image_id"] += ids.tolist()
@@ -304,7 +323,6 @@ class AtlasBuilder:
         columns["facet"] += found.labels.tolist()
         columns["rank_in_facet"] += rank.tolist()
         columns["dist_to_centroid"] += found.dist.tolist()
-        columns["thumb_png"] += thumbs
 
     # ---- baselines -------------------------------------------------------------------------
     def _baseline_chunk(self, method: str, layer: str, units: list[int]):

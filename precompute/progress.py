@@ -9,7 +9,7 @@ from tqdm import tqdm
 class TerminalProgress:
     """One tqdm bar per task; a new task closes the previous bar."""
 
-    UNITS = {"neurons": "neuron", "scan images": "img", "train demo model": "step"}
+    UNITS = {"scan images": "img", "train demo model": "step"}
 
     def __init__(self, stream=sys.stderr):
         self.stream = stream
@@ -20,7 +20,7 @@ class TerminalProgress:
         if bar is None:
             for other in self.bars.values():
                 other.close()
-            bar = tqdm(total=total, desc=task, unit=self.UNITS.get(task, "it"), file=self.stream,
+            bar = tqdm(total=total, desc=task, unit=self.UNITS.get(task, "neuron" if task.endswith("neurons") else "it"), file=self.stream,
                        dynamic_ncols=True, mininterval=0.5)
             self.bars = {task: bar}
         bar.total = total

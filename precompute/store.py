@@ -6,9 +6,14 @@ One folder is one atlas:
     <store>/atlas.duckdb                                             real tables, rebuilt by consolidate()
 Every file is written to a temporary name and renamed, so a killed build never leaves a
 half-written part. A chunk's `neurons` part is written last: it marks the chunk complete.
+
+The parts are the record; atlas.duckdb is derived from them. A store shipped as parts only
+(the committed demo store, to stay small) gets its database from `ensure_database`, inside
+the store folder when it is writable and in a cache folder when it is not.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -50,8 +55,10 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("run_id", pa.string()), ("layer", pa.string()), ("unit", pa.int32()), ("image_id", pa.int64()),
         ("activation", pa.float64()), ("pca", pa.list_(pa.float32())), ("tsne_x", pa.float32()),
         ("tsne_y", pa.float32()), ("facet", pa.int32()), ("rank_in_facet", pa.int32()),
-        ("dist_to_centroid", pa.float32()), ("thumb_png", pa.binary()),
+        ("dist_to_centroid", pa.float32()),
     ]),
+    # One thumbnail per training image, shared by every neuron and run over that dataset.
+    "thumbnails": pa.schema([("dataset", pa.string()), ("image_id", pa.int64()), ("png", pa.binary())]),
 }
 TABLES = tuple(SCHEMAS)
 
@@ -90,10 +97,25 @@ class Store:
             done.update(zip(table["layer"].to_pylist(), table["unit"].to_pylist()))
         return done
 
-    def consolidate(self) -> Path:
-        """(Re)build atlas.duckdb from every part file, atomically, as real tables."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{DB_NAME}.{uuid.uuid4().hex}.tmp"
+    def thumbnail_ids(self, dataset: str) -> set[int]:
+        """Image ids of `dataset` with a thumbnail in a committed chunk (an unfinished chunk's part
+        is rewritten when the chunk is redone, so its thumbnails do not count)."""
+        ids: set[int] = set()
+        for path in sorted((self.root / "parts" / "thumbnails").glob("*.parquet")):
+            if not self.part_path("neurons", path.stem).exists():
+                continue
+            table = pq.read_table(path, columns=["dataset", "image_id"])
+            ids.update(i for d, i in zip(table["dataset"].to_pylist(), table["image_id"].to_pylist()) if d == dataset)
+        return ids
+
+    def newest_part_mtime(self) -> float:
+        return max((p.stat().st_mtime for p in (self.root / "parts").glob("*/*.parquet")), default=0.0)
+
+    def consolidate(self, target: Path | None = None) -> Path:
+        """(Re)build atlas.duckdb (or `target`) from every part file, atomically, as real tables."""
+        target = Path(target) if target else self.db_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         con = duckdb.connect(str(tmp))
         try:
             for table, schema in SCHEMAS.items():
@@ -103,11 +125,43 @@ class Store:
                 con.unregister("empty_arrow")
                 if files:
                     listing = ", ".join(f"'{f.as_posix()}'" for f in files)
-                    con.execute(f"INSERT INTO {table} SELECT * FROM read_parquet([{listing}])")
+                    rows = f"SELECT * FROM read_parquet([{listing}])"
+                    if table == "thumbnails":   # two builds may have stored the same image
+                        rows = f"SELECT DISTINCT ON (dataset, image_id) * FROM ({rows}) ORDER BY dataset, image_id"
+                    con.execute(f"INSERT INTO {table} {rows}")
             con.execute("CREATE TABLE atlas_meta AS SELECT 'schema_version' AS key, ? AS value",
                         [str(SCHEMA_VERSION)])
             con.execute("CHECKPOINT")
         finally:
             con.close()
-        os.replace(tmp, self.db_path)
-        return self.db_path
+        os.replace(tmp, target)
+        return target
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("FACET_ATLAS_CACHE", Path.home() / ".cache" / "facet-atlas"))
+
+
+def ensure_database(root: str | Path) -> Path:
+    """The path of an up-to-date atlas.duckdb for the store at `root`, consolidating if needed.
+
+    Uses <root>/atlas.duckdb when it is at least as new as every part. Otherwise it rebuilds it
+    there, or, when the store folder cannot be written (a read-only mount), in a cache folder,
+    so opening a store never fails for lack of a database and never writes into a read-only one.
+    """
+    store = Store(Path(root).expanduser().resolve())
+    newest = store.newest_part_mtime()
+    if store.db_path.exists() and (newest == 0.0 or store.db_path.stat().st_mtime >= newest):
+        return store.db_path
+    if newest == 0.0:
+        return store.db_path           # no parts and no database: the caller reports "no store"
+    if os.access(store.root, os.W_OK):
+        try:
+            return store.consolidate()
+        except OSError:
+            pass
+    key = hashlib.sha256(str(store.root).encode()).hexdigest()[:16]
+    cached = _cache_root() / "stores" / key / DB_NAME
+    if cached.exists() and cached.stat().st_mtime >= newest:
+        return cached
+    return store.consolidate(cached)

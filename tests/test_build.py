@@ -65,9 +65,11 @@ def test_mfv_neurons_facets_and_exemplars(small_store):
         assert sizes == [(n, k)]
         assert layer == "fc8" or n <= SMALL_BUILD["top_n"]
         assert k == 1 or 0 <= div < 2
-        ex = query(store, f"""SELECT count(*), count(thumb_png), count(pca), max(rank_in_facet) FROM exemplars
-                              WHERE run_id = {mfv} AND layer = '{layer}' AND unit = {unit}""")[0]
-        assert ex[0] == n and ex[1] == min(n, 4 * k) and ex[2] == n
+        ex = query(store, f"""SELECT count(*), count(t.png) FILTER (e.rank_in_facet < 4), count(pca)
+                              FROM exemplars e JOIN runs r USING (run_id)
+                              LEFT JOIN thumbnails t ON t.dataset = r.dataset AND t.image_id = e.image_id
+                              WHERE e.run_id = {mfv} AND e.layer = '{layer}' AND e.unit = {unit}""")[0]
+        assert ex[0] == n and ex[1] == min(n, 4 * k) and ex[2] == n   # thumbnails for the 4 nearest per facet
 
 
 def test_facet_rows_hold_pngs_and_metrics(small_store):
@@ -128,13 +130,25 @@ def test_resume_after_kill_builds_every_neuron_exactly_once(tmp_path):
 
 def test_nan_weights_fail_the_neuron_and_the_run_goes_on(tmp_path, demo_weights):
     import torch
+    from precompute.build import BuildConfig, build_atlas
     state = torch.load(demo_weights, weights_only=True)
-    state["fc6.weight"][2] = float("nan")
+    original = state["fc8.weight"][3].clone()
+    state["fc8.weight"][3] = float("nan")           # class 3's logit is NaN
     weights = tmp_path / "nan.pt"
     torch.save(state, weights)
-    from precompute.build import BuildConfig, build_atlas
-    build_atlas(BuildConfig(out=str(tmp_path / "a"), weights=str(weights), layers=("fc6",), units=(1, 2, 5),
-                            max_images=500, top_n=30, k=2, m=5, steps=5, device="cpu"))
-    rows = dict((u, (s, r)) for u, s, r in query(tmp_path / "a", "SELECT unit, status, reason FROM neurons"))
-    assert rows[2][0] == "failed" and "NaN" in rows[2][1]
-    assert rows[5][0] in ("ok", "dead")
+    small = dict(max_images=500, top_n=30, k=2, m=5, steps=5, device="cpu", weights=str(weights))
+    build_atlas(BuildConfig(out=str(tmp_path / "a"), layers=("fc6", "fc8"), units=(2, 3, 4), **small))
+    status = {(l, u): (s, r) for l, u, s, r in query(tmp_path / "a", "SELECT layer, unit, status, reason FROM neurons")}
+    assert status[("fc8", 3)] == ("failed", "NaN/Inf activation on training images")
+    # NaN weights poison every gradient through that layer: its other units fail in synthesis
+    assert status[("fc8", 2)] == ("failed", "synthesis produced a NaN/Inf activation")
+    # ...and the run goes on: the layer below is built as usual
+    assert all(status[("fc6", u)][0] in ("ok", "dead") for u in (2, 3, 4))
+
+    state["fc8.weight"][3] = original
+    state["fc6.weight"][2] = float("nan")           # fc6 unit 2 is NaN, and so is fc7 above it
+    torch.save(state, weights)
+    build_atlas(BuildConfig(out=str(tmp_path / "b"), layers=("fc6",), units=(0, 2), **small))
+    status = {u: (s, r) for u, s, r in query(tmp_path / "b", "SELECT unit, status, reason FROM neurons")}
+    assert status[2] == ("failed", "NaN/Inf activation on training images")
+    assert status[0] == ("failed", "NaN/Inf in the embedding codes of its exemplars")   # fc6/0 fires

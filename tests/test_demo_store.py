@@ -1,0 +1,57 @@
+"""The committed demo store (Parquet parts): loads into DuckDB, current schema, every neuron of every layer."""
+import duckdb
+import pytest
+
+from conftest import ROOT
+from precompute.store import DB_NAME, SCHEMA_VERSION, SCHEMAS, Store
+
+STORE = ROOT / "data" / "demo"
+LAYER_UNITS = {"conv1": 32, "conv2": 64, "conv3": 128, "fc6": 256, "fc7": 256, "fc8": 10}
+
+
+@pytest.fixture(scope="module")
+def con(tmp_path_factory):
+    database = Store(STORE).consolidate(tmp_path_factory.mktemp("demo") / DB_NAME)
+    connection = duckdb.connect(str(database), read_only=True, config={"enable_external_access": False})
+    yield connection
+    connection.close()
+
+
+def test_schema_version_and_columns(con):
+    assert con.execute("SELECT value FROM atlas_meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+    for table, schema in SCHEMAS.items():
+        columns = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
+        assert columns == schema.names, table
+
+
+def test_every_neuron_of_every_layer_for_every_method(con):
+    rows = con.execute("""SELECT r.method, n.layer, count(*), count(DISTINCT n.unit), min(n.unit), max(n.unit)
+                          FROM neurons n JOIN runs r USING (run_id) GROUP BY ALL""").fetchall()
+    found = {(method, layer): (n, distinct, lo, hi) for method, layer, n, distinct, lo, hi in rows}
+    for method in ("mfv", "center-bias", "noise"):
+        for layer, units in LAYER_UNITS.items():
+            assert found[(method, layer)] == (units, units, 0, units - 1), (method, layer)
+    assert con.execute("SELECT count(*) FROM runs WHERE status <> 'complete'").fetchone() == (0,)
+
+
+def test_every_live_mfv_neuron_has_its_facets_and_exemplars(con):
+    missing = con.execute("""
+        SELECT n.layer, n.unit FROM neurons n JOIN runs r USING (run_id)
+        WHERE r.method = 'mfv' AND n.status = 'ok' AND (
+            n.k <> (SELECT count(*) FROM facets f WHERE f.run_id = n.run_id AND f.layer = n.layer AND f.unit = n.unit)
+            OR n.n_exemplars <> (SELECT count(*) FROM exemplars e
+                                 WHERE e.run_id = n.run_id AND e.layer = n.layer AND e.unit = n.unit))""").fetchall()
+    assert missing == []
+
+
+def test_class_facets_reach_their_target(con):
+    raised, top1 = con.execute("""SELECT avg((act_final > act_init)::INT), avg(top1_hit::INT)
+                                  FROM facets f JOIN runs r USING (run_id)
+                                  WHERE r.method = 'mfv' AND f.layer = 'fc8'""").fetchone()
+    assert raised >= 0.9 and top1 >= 0.9
+
+
+def test_fits_the_repository():
+    committed = [p for p in STORE.rglob("*") if p.is_file() and p.name != DB_NAME]   # atlas.duckdb is derived
+    size = sum(p.stat().st_size for p in committed)
+    assert size <= 25 * 1024 * 1024, f"demo store is {size / 2**20:.1f} MiB"
