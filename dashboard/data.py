@@ -1,0 +1,128 @@
+"""The dashboard's queries of the store, cached. All SQL runs through dashboard.sql.
+
+Every cached function takes the store path and its `version` (atlas.duckdb's mtime), so a
+rebuilt store (after a rerun) is read afresh while repeated page views hit the cache.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.sql import run_readonly
+
+SORTS = {  # label -> ORDER BY clause (a fixed list: user input never reaches SQL text)
+    "facet diversity, high first": "facet_diversity DESC NULLS LAST, unit",
+    "facet diversity, low first": "facet_diversity ASC NULLS LAST, unit",
+    "unit": "unit",
+    "best activation reached": "best_act_final DESC NULLS LAST, unit",
+    "label": "label, unit",
+}
+
+
+def version(database: Path) -> float:
+    """The database file's mtime: part of every cache key, so a rebuilt store is read afresh."""
+    path = Path(database)
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+def _query(store, sql: str, params=None, max_rows: int = 200_000) -> pd.DataFrame:
+    return run_readonly(store, sql, timeout_s=20, max_rows=max_rows, params=params)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def runs(store: str, version: float) -> pd.DataFrame:
+    return _query(store, """SELECT run_id, method, model, model_sha256, dataset, status, created_at, seconds,
+                                   seed, device, code_version, config_json
+                            FROM runs ORDER BY method = 'mfv' DESC, created_at""")
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def layers(store: str, version: float, run_id: str) -> pd.DataFrame:
+    return _query(store, "SELECT layer, depth, kind, role, n_units, shape FROM layers WHERE run_id = ? ORDER BY depth",
+                  [run_id])
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def neuron_page(store: str, version: float, run_id: str, layer: str, search: str, div_range: tuple[float, float],
+                include_unscored: bool, sort: str, limit: int, offset: int) -> tuple[pd.DataFrame, int]:
+    """One page of a layer's neurons matching the filters, and how many match in all."""
+    where = """run_id = ? AND layer = ? AND (label ILIKE ? OR CAST(unit AS VARCHAR) = ? OR top_class ILIKE ?)
+               AND ((facet_diversity BETWEEN ? AND ?) OR (? AND facet_diversity IS NULL))"""
+    like = f"%{search}%"
+    params = [run_id, layer, like, search, like, div_range[0], div_range[1], include_unscored]
+    total = int(_query(store, f"SELECT count(*) AS n FROM neurons WHERE {where}", params)["n"][0])
+    page = _query(store, f"""SELECT unit, label, status, reason, n_exemplars, k, facet_diversity, diversity_null,
+                                    best_act_final, max_activation, top_class, top_class_share
+                             FROM neurons WHERE {where} ORDER BY {SORTS[sort]} LIMIT ? OFFSET ?""",
+                  params + [limit, offset])
+    return page, total
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def facet_images(store: str, version: float, run_id: str, layer: str, units: tuple[int, ...]) -> pd.DataFrame:
+    if not units:
+        return pd.DataFrame(columns=["unit", "facet", "image_png"])
+    marks = ",".join("?" * len(units))
+    return _query(store, f"""SELECT unit, facet, size, image_png FROM facets
+                             WHERE run_id = ? AND layer = ? AND unit IN ({marks}) ORDER BY unit, facet""",
+                  [run_id, layer, *units])
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def neuron(store: str, version: float, run_id: str, layer: str, unit: int) -> dict | None:
+    df = _query(store, "SELECT * FROM neurons WHERE run_id = ? AND layer = ? AND unit = ?", [run_id, layer, unit])
+    return df.iloc[0].to_dict() if len(df) else None
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def facets(store: str, version: float, run_id: str, layer: str, unit: int) -> pd.DataFrame:
+    return _query(store, """SELECT facet, size, init_png, image_png, act_init, act_final, target_prob, top1_hit, steps
+                            FROM facets WHERE run_id = ? AND layer = ? AND unit = ? ORDER BY facet""",
+                  [run_id, layer, unit])
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def exemplars(store: str, version: float, run_id: str, layer: str, unit: int) -> pd.DataFrame:
+    return _query(store, """SELECT e.image_id, e.activation, e.tsne_x, e.tsne_y, e.facet, e.rank_in_facet,
+                                   e.dist_to_centroid, t.png AS thumb_png
+                            FROM exemplars e JOIN runs r USING (run_id)
+                            LEFT JOIN thumbnails t ON t.dataset = r.dataset AND t.image_id = e.image_id
+                            WHERE e.run_id = ? AND e.layer = ? AND e.unit = ?
+                            ORDER BY e.facet, e.rank_in_facet""", [run_id, layer, unit])
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def other_methods(store: str, version: float, model_sha256: str, layer: str, unit: int, exclude_run: str) -> pd.DataFrame:
+    """Results of the same neuron (same model weights) from every other run: baselines and reruns."""
+    return _query(store, """SELECT r.run_id, r.method, r.created_at, r.config_json, f.facet, f.image_png, f.init_png,
+                                   f.act_init, f.act_final, f.target_prob, f.top1_hit, f.steps
+                            FROM facets f JOIN runs r USING (run_id)
+                            WHERE r.model_sha256 = ? AND f.layer = ? AND f.unit = ? AND r.run_id <> ?
+                            ORDER BY r.created_at, r.run_id, f.facet""",
+                  [model_sha256, layer, unit, exclude_run])
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def layer_summary(store: str, version: float, run_id: str) -> pd.DataFrame:
+    return _query(store, """
+        SELECT l.depth, l.layer, l.kind, l.n_units,
+               count(n.unit) AS neurons,
+               count(*) FILTER (n.status = 'dead') AS dead,
+               count(*) FILTER (n.status = 'failed') AS failed,
+               median(n.facet_diversity) AS median_diversity,
+               median(n.diversity_null) AS median_null,
+               (SELECT avg((f.act_final > f.act_init)::INT) FROM facets f
+                 WHERE f.run_id = l.run_id AND f.layer = l.layer) AS share_raised,
+               (SELECT avg(f.top1_hit::INT) FROM facets f
+                 WHERE f.run_id = l.run_id AND f.layer = l.layer) AS share_top1
+        FROM layers l LEFT JOIN neurons n ON n.run_id = l.run_id AND n.layer = l.layer
+        WHERE l.run_id = ? GROUP BY ALL ORDER BY l.depth""", [run_id])
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def diversity_values(store: str, version: float, run_id: str) -> pd.DataFrame:
+    return _query(store, """SELECT n.layer, l.depth, n.unit, n.facet_diversity, n.diversity_null
+                            FROM neurons n JOIN layers l USING (run_id, layer)
+                            WHERE n.run_id = ? AND n.facet_diversity IS NOT NULL""", [run_id])

@@ -1,0 +1,40 @@
+"""Images for display: PNG bytes from the store, upscaled without blur."""
+from __future__ import annotations
+
+import base64
+import io
+
+from PIL import Image
+
+
+def upscale(png: bytes | None, size: int = 112) -> bytes | None:
+    """Nearest-neighbour upscale to about `size` px, so 28 px demo images stay crisp."""
+    if png is None:
+        return None
+    image = Image.open(io.BytesIO(png))
+    factor = max(1, round(size / max(image.size)))
+    if factor == 1:
+        return png
+    out = io.BytesIO()
+    image.resize((image.width * factor, image.height * factor), Image.NEAREST).save(out, format="PNG")
+    return out.getvalue()
+
+
+def data_uri(png: bytes | None, size: int = 84) -> str | None:
+    """A data: URI (for dataframe image columns and chart tooltips)."""
+    if png is None:
+        return None
+    return "data:image/png;base64," + base64.b64encode(upscale(png, size)).decode()
+
+
+def tile(pngs: list[bytes], per_row: int = 5, cell: int = 56, gap: int = 2) -> bytes:
+    """Several small images as one grid image (nearest-neighbour scaled to `cell` px each)."""
+    images = [Image.open(io.BytesIO(p)).convert("RGB") for p in pngs]
+    rows = (len(images) + per_row - 1) // per_row
+    cols = min(per_row, len(images))
+    sheet = Image.new("RGB", (cols * (cell + gap) - gap, rows * (cell + gap) - gap), "white")
+    for i, image in enumerate(images):
+        sheet.paste(image.resize((cell, cell), Image.NEAREST), ((i % per_row) * (cell + gap), (i // per_row) * (cell + gap)))
+    out = io.BytesIO()
+    sheet.save(out, format="PNG")
+    return out.getvalue()

@@ -1,0 +1,110 @@
+"""Neuron: the paper's figure, interactive. Facets with their inits and nearest exemplars,
+the t-SNE map of the exemplars coloured by facet, and the other methods' results."""
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard import data, ui
+from dashboard.images import data_uri, tile
+
+ui.require_store()
+run = ui.choose_run(st.sidebar)
+layers = data.layers(ui.store(), ui.version(), run["run_id"])
+names = layers["layer"].tolist()
+layer = ui.param("layer", names[-1] if names else None)
+if layer not in names:
+    st.title("Neuron")
+    st.error(f"Unknown layer {layer!r}; this run has: {', '.join(names)}.")
+    st.stop()
+n_units = int(layers.set_index("layer").loc[layer, "n_units"])
+unit = ui.param("unit", 0, int)
+if not 0 <= unit < n_units:
+    st.title("Neuron")
+    st.error(f"Unit {unit} is out of range for layer {layer!r}: valid units are 0..{n_units - 1}.")
+    st.stop()
+
+cols = st.sidebar.columns(2)
+layer = cols[0].selectbox("Layer", names, index=names.index(layer))
+unit = cols[1].number_input("Unit", 0, int(layers.set_index("layer").loc[layer, "n_units"]) - 1, min(unit, n_units - 1))
+row = data.neuron(ui.store(), ui.version(), run["run_id"], layer, int(unit))
+selected = ui.param("facet", None, int)
+ui.set_params(run=run["run_id"], layer=layer, unit=int(unit))
+if row is None:
+    st.title(f"{layer}/{unit}")
+    st.info("This neuron is not in the store yet (its layer or unit was not built).")
+    st.stop()
+
+st.title(f"{row['label']}  ·  {layer}/{unit}")
+meta = st.columns(5)
+meta[0].metric("Facets (k)", row["k"])
+meta[1].metric("Exemplars", ui.fmt(row["n_exemplars"]))
+meta[2].metric("Facet diversity", ui.fmt(row["facet_diversity"]), help="Random-split baseline: "
+               f"{ui.fmt(row['diversity_null'])}. Distance between facets relative to the spread of the exemplars.")
+meta[3].metric("Best activation reached", ui.fmt(row["best_act_final"], 1))
+meta[4].metric("Top exemplar activation", ui.fmt(row["max_activation"], 1))
+if row["top_class"]:
+    st.caption(f"Exemplars are mostly **{row['top_class']}** ({row['top_class_share']:.0%}).")
+st.page_link(ui.PAGE_FILES["rerun"], label="Rerun this neuron with other settings", icon=":material/replay:",
+                                  query_params={"layer": layer, "unit": str(unit), "run": run["run_id"]})
+if row["status"] != "ok":
+    st.warning(f"This neuron is **{row['status']}**: {row['reason']}. MFV has no facets for it; "
+               "the from-noise results below show what would turn it on.")
+
+facets = data.facets(ui.store(), ui.version(), run["run_id"], layer, int(unit))
+exemplars = data.exemplars(ui.store(), ui.version(), run["run_id"], layer, int(unit))
+
+if not facets.empty:
+    st.subheader("Facets")
+    st.caption("Top: the synthesized facet. Below it: its initialization (the mean of the 15 exemplars "
+               "nearest the cluster centre) and the 4 exemplars nearest the centre.")
+    per_row = 5
+    for start in range(0, len(facets), per_row):
+        for col, facet in zip(st.columns(per_row), facets.iloc[start:start + per_row].itertuples()):
+            with col.container(border=True):
+                marker = "▶ " if selected == facet.facet else ""
+                ui.show_image(facet.image_png, f"{marker}facet {facet.facet} · {facet.size} images", 140)
+                ui.show_image(facet.init_png, "init (mean image)", 70)
+                nearest = exemplars[(exemplars["facet"] == facet.facet) & exemplars["thumb_png"].notna()].head(4)
+                if len(nearest):
+                    st.image(tile(list(nearest["thumb_png"]), per_row=4, cell=34, gap=2))
+                prob = f" · p={facet.target_prob:.2f}" if pd.notna(facet.target_prob) else ""
+                hit = " ✓ top-1" if facet.top1_hit is True else " ✗ not top-1" if facet.top1_hit is False else ""
+                st.caption(f"act {facet.act_init:.1f} → **{facet.act_final:.1f}**{prob}{hit}")
+                if st.button("Highlight", key=f"hl{facet.facet}", help="Highlight this facet's cluster on the map"):
+                    st.query_params["facet"] = str(facet.facet)
+                    st.rerun()
+
+if not exemplars.empty:
+    st.subheader("t-SNE map of the exemplars")
+    st.caption("Each point is one exemplar image, placed by t-SNE of its fc7 code, coloured by facet. "
+               "Hover for the image (kept for the exemplars nearest each centre) and activation; "
+               "click a point or legend entry to highlight its facet.")
+    points = exemplars[["image_id", "activation", "tsne_x", "tsne_y", "facet", "rank_in_facet"]].copy()
+    points["image"] = [data_uri(p, 84) for p in exemplars["thumb_png"]]
+    pick = alt.selection_point(fields=["facet"], bind="legend", name="pick",
+                               value=[{"facet": selected}] if selected is not None else None)
+    chart = (alt.Chart(points).mark_circle(size=36)
+             .encode(x=alt.X("tsne_x", title=None, axis=None), y=alt.Y("tsne_y", title=None, axis=None),
+                     color=alt.Color("facet:N", scale=alt.Scale(scheme="tableau10")),
+                     opacity=alt.condition(pick, alt.value(0.9), alt.value(0.08)),
+                     tooltip=["image", "image_id", alt.Tooltip("activation", format=".2f"), "facet", "rank_in_facet"])
+             .add_params(pick).properties(height=460))
+    event = st.altair_chart(chart, on_select="rerun", selection_mode="pick", key="tsne", width="stretch")
+    picked = (event or {}).get("selection", {}).get("pick") if isinstance(event, dict) or hasattr(event, "get") else None
+    if picked:
+        facet_id = picked[0].get("facet")
+        if facet_id is not None and facet_id != selected:
+            st.query_params["facet"] = str(facet_id)
+            st.rerun()
+
+others = data.other_methods(ui.store(), ui.version(), run["model_sha256"], layer, int(unit), run["run_id"])
+if not others.empty:
+    st.subheader("Other methods and reruns")
+    st.caption("Plain activation maximization from noise, center-biased regularization, and any reruns "
+               "of this neuron, for comparison with the MFV facets above.")
+    for run_id, group in others.groupby("run_id", sort=False):
+        first = group.iloc[0]
+        st.markdown(f"**{first['method']}** · `{run_id}`")
+        for col, result in zip(st.columns(min(len(group), 10)), group.head(10).itertuples()):
+            with col:
+                ui.show_image(result.image_png, f"act {result.act_final:.1f}", 100)

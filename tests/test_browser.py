@@ -1,0 +1,88 @@
+"""End to end in a real browser: streamlit serves the app, headless Chromium clicks through it."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+def test_atlas_to_neuron_to_sql(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{server}/?layer=fc8", wait_until="networkidle")
+    page.get_by_role("heading", name="Atlas").wait_for(timeout=30_000)
+    page.get_by_text("of 10 neurons in fc8 match").wait_for(timeout=30_000)
+    page.screenshot(path=str(tmp_path / "atlas.png"))
+
+    # click into a neuron card
+    page.get_by_role("link", name="Sneaker").first.click()
+    page.get_by_role("heading", name="Sneaker · fc8/7").wait_for(timeout=30_000)
+    assert "unit=7" in page.url and "layer=fc8" in page.url
+    page.get_by_text("t-SNE map of the exemplars").wait_for(timeout=30_000)
+    assert page.locator("img").count() > 20          # facets, inits, exemplars
+    page.screenshot(path=str(tmp_path / "neuron.png"), full_page=True)
+
+    # run a SQL query typed into the box
+    page.goto(f"{server}/sql", wait_until="networkidle")
+    box = page.get_by_label("Query")
+    box.wait_for(timeout=30_000)
+    box.fill("SELECT layer, count(*) AS n FROM neurons JOIN runs USING (run_id) "
+             "WHERE method = 'mfv' GROUP BY layer ORDER BY layer")
+    page.get_by_role("button", name="Run query").click()
+    page.get_by_text("6 rows").wait_for(timeout=30_000)
+    assert "q=SELECT" in page.url                      # the query is shareable by link
+    page.screenshot(path=str(tmp_path / "sql.png"))
+
+    # a write is refused with a message, not a traceback
+    box.fill("DROP TABLE neurons")
+    page.get_by_role("button", name="Run query").click()
+    page.get_by_text("only SELECT queries are allowed").wait_for(timeout=30_000)
+    assert page.get_by_text("Traceback").count() == 0

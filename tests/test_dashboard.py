@@ -1,0 +1,114 @@
+"""Every dashboard page under streamlit's AppTest, on the committed demo store."""
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+
+APP = str(ROOT / "dashboard" / "app.py")
+
+
+def page(view: str | None = None, timeout: float = 60, **params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    at.query_params.update({k: str(v) for k, v in params.items()})
+    at.run()
+    if view:
+        at.switch_page(f"views/{view}.py")
+        at.query_params.update({k: str(v) for k, v in params.items()})
+        at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title]
+    parts += [s.value for s in at.subheader] + [e.value for e in at.error] + [i.value for i in at.info]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_atlas_page_shows_neuron_cards_for_the_layer():
+    at = page(layer="fc8")
+    assert at.title[0].value == "Atlas"
+    assert "**10** of 10 neurons in `fc8` match" in texts(at)
+    assert "Trouser" in texts(at) and "Ankle boot" in texts(at)
+
+
+def test_atlas_filters_by_label_and_says_when_nothing_matches():
+    at = page(layer="fc8", q="sandal")
+    assert "**1** of 10 neurons in `fc8` match" in texts(at)
+    at = page(layer="fc8", q="no-such-thing")
+    assert "No neurons match" in texts(at)
+
+
+def test_atlas_paginates_large_layers():
+    at = page(layer="fc6", page=2)
+    assert "of 256 neurons in `fc6` match" in texts(at)
+    assert at.number_input[0].value == 2
+
+
+def test_neuron_page_shows_facets_map_and_baselines():
+    at = page("neuron", layer="fc8", unit=7)
+    assert at.title[0].value.startswith("Sneaker")
+    body = texts(at)
+    assert "Facets" in body and "t-SNE map of the exemplars" in body and "Other methods and reruns" in body
+    assert "noise" in body and "center-bias" in body
+    assert len(at.get("vega_lite_chart")) + len(at.get("arrow_vega_lite_chart")) >= 1
+
+
+def test_neuron_page_rejects_bad_addresses():
+    assert "Unknown layer 'fc99'" in texts(page("neuron", layer="fc99", unit=0))
+    assert "Unit 12 is out of range for layer 'fc8': valid units are 0..9" in texts(page("neuron", layer="fc8", unit=12))
+
+
+def test_neuron_page_explains_dead_units():
+    from dashboard.sql import run_readonly
+    dead = run_readonly(ROOT / "data" / "demo", "SELECT layer, unit FROM neurons WHERE status = 'dead' LIMIT 1")
+    if dead.empty:
+        pytest.skip("no dead unit in this demo store")
+    at = page("neuron", layer=dead["layer"][0], unit=int(dead["unit"][0]))
+    assert "dead" in "\n".join(w.value for w in at.warning)
+
+
+def test_sql_page_runs_a_shared_query_from_the_url():
+    at = page("sql_console", q="SELECT layer, unit, label FROM neurons WHERE layer = 'fc8' ORDER BY unit LIMIT 3")
+    assert "**3 rows**" in texts(at)
+    assert at.dataframe and list(at.dataframe[0].value.columns)[:3] == ["open", "layer", "unit"]
+
+
+def test_sql_page_rejects_writes_with_a_message():
+    at = page("sql_console", q="DROP TABLE neurons")
+    assert at.error and "SELECT" in at.error[0].value
+
+
+def test_sql_page_renders_image_columns():
+    at = page("sql_console", q="SELECT layer, unit, image_png FROM facets LIMIT 2")
+    assert at.dataframe[0].value["image_png"][0].startswith("data:image/png;base64,")
+
+
+def test_layers_page_summarizes_every_layer():
+    at = page("layers")
+    table = at.dataframe[0].value
+    assert table["layer"].tolist() == ["conv1", "conv2", "conv3", "fc6", "fc7", "fc8"]
+    assert table["neurons"].tolist() == [32, 64, 128, 256, 256, 10]
+
+
+def test_rerun_page_renders_its_form():
+    at = page("rerun", layer="fc8", unit=3)
+    assert at.title[0].value == "Rerun"
+    assert at.selectbox[0].value == "fc8" and at.number_input[0].value == 3
+
+
+def test_a_missing_store_is_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATLAS_STORE", str(tmp_path / "nowhere"))
+    at = page()
+    assert "No atlas store at" in at.error[0].value
+
+
+def test_the_dashboard_does_not_import_torch():
+    import subprocess
+    import sys
+    code = ("import sys; sys.argv=['x']; from streamlit.testing.v1 import AppTest; "
+            f"at=AppTest.from_file({APP!r}, default_timeout=60); at.run(); "
+            "at.switch_page('views/neuron.py'); at.query_params.update(layer='fc8', unit='1'); at.run(); "
+            "assert not at.exception; print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.stdout.strip().splitlines()[-1] == "False", result.stderr[-2000:]
