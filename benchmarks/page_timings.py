@@ -12,7 +12,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import logging  # noqa: E402
+
 from streamlit.testing.v1 import AppTest  # noqa: E402
+
+logging.getLogger("streamlit").setLevel(logging.ERROR)   # bare-mode warnings are noise here
 
 PAGES = [
     ("Atlas fc8", None, {"layer": "fc8"}),

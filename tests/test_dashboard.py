@@ -1,4 +1,6 @@
 """Every dashboard page under streamlit's AppTest, on the committed demo store."""
+import time
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -112,3 +114,24 @@ def test_the_dashboard_does_not_import_torch():
             "assert not at.exception; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.stdout.strip().splitlines()[-1] == "False", result.stderr[-2000:]
+
+
+def test_a_rerun_runs_in_the_background_and_is_saved_as_a_new_run(tmp_path, monkeypatch):
+    import shutil
+    store = tmp_path / "store"
+    shutil.copytree(ROOT / "data" / "demo" / "parts", store / "parts")
+    monkeypatch.setenv("ATLAS_STORE", str(store))
+    at = page("rerun", layer="fc8", unit=3)
+    at.selectbox[1].set_value("noise")
+    at.number_input[2].set_value(12)          # steps
+    at.button[0].click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.query_params.get("job")
+    deadline = time.time() + 120
+    while time.time() < deadline and not at.success:
+        time.sleep(1)
+        at.run()
+    assert at.success and "saved as run" in at.success[0].value, texts(at)
+    from dashboard.sql import run_readonly
+    runs = run_readonly(store / "atlas.duckdb", "SELECT method, config_json FROM runs WHERE method = 'noise' ORDER BY created_at")
+    assert len(runs) == 2 and '"steps": 12' in runs["config_json"][1]

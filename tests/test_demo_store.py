@@ -55,3 +55,19 @@ def test_fits_the_repository():
     committed = [p for p in STORE.rglob("*") if p.is_file() and p.name != DB_NAME]   # atlas.duckdb is derived
     size = sum(p.stat().st_size for p in committed)
     assert size <= 25 * 1024 * 1024, f"demo store is {size / 2**20:.1f} MiB"
+
+
+def _readme_queries() -> list[str]:
+    import re
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", text, flags=re.S)
+    statements = [s.strip() for block in blocks for s in block.split(";")]
+    return [s for s in statements if s and not all(line.startswith("--") for line in s.splitlines())]
+
+
+def test_every_readme_and_dashboard_example_query_runs(con):
+    from dashboard.sql_examples import EXAMPLES
+    queries = _readme_queries() + list(EXAMPLES.values())
+    assert len(queries) >= 8
+    for sql in queries:
+        con.execute(sql).fetchall()     # raises on a wrong column, an ambiguous name, a syntax error

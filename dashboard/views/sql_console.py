@@ -9,42 +9,12 @@ import streamlit as st
 from dashboard import ui
 from dashboard.images import data_uri
 from dashboard.sql import QueryRejected, run_readonly
+from dashboard.sql_examples import EXAMPLES
 
 MAX_ROWS = 5_000
 TIMEOUT_S = 10.0
-EXAMPLES = {
-    "Most multifaceted neurons of each layer": """
-SELECT layer, unit, label, facet_diversity, diversity_null, k
-FROM (SELECT *, row_number() OVER (PARTITION BY layer ORDER BY facet_diversity DESC) AS rank
-      FROM neurons JOIN runs USING (run_id)
-      WHERE method = 'mfv' AND facet_diversity IS NOT NULL)
-WHERE rank <= 3
-ORDER BY layer, rank""",
-    "Facets that failed to reach the target class": """
-SELECT f.layer, f.unit, n.label, f.facet, f.act_init, f.act_final, f.target_prob, f.image_png
-FROM facets f JOIN runs r USING (run_id) JOIN neurons n USING (run_id, layer, unit)
-WHERE r.method = 'mfv' AND (f.top1_hit = false OR f.act_final <= f.act_init)
-ORDER BY f.target_prob""",
-    "Facet diversity histogram": """
-SELECT layer, round(facet_diversity, 1) AS diversity_bin, count(*) AS neurons
-FROM neurons JOIN runs USING (run_id)
-WHERE method = 'mfv' AND facet_diversity IS NOT NULL
-GROUP BY ALL ORDER BY layer, diversity_bin""",
-    "Dead units per layer": """
-SELECT layer, count(*) FILTER (status = 'dead') AS dead, count(*) AS units
-FROM neurons JOIN runs USING (run_id) WHERE method = 'mfv'
-GROUP BY layer ORDER BY min(unit), layer""",
-    "MFV facets next to the noise baseline (class neurons)": """
-SELECT m.unit, n.label, m.facet, m.image_png AS mfv, b.image_png AS noise, m.act_final AS mfv_act, b.act_final AS noise_act
-FROM facets m JOIN runs rm ON rm.run_id = m.run_id AND rm.method = 'mfv'
-JOIN facets b ON b.layer = m.layer AND b.unit = m.unit
-JOIN runs rb ON rb.run_id = b.run_id AND rb.method = 'noise'
-JOIN neurons n ON n.run_id = m.run_id AND n.layer = m.layer AND n.unit = m.unit
-WHERE m.layer = 'fc8' AND m.facet = 0 ORDER BY m.unit""",
-}
-
 st.title("SQL")
-st.caption(f"One read-only SELECT over the tables `runs`, `layers`, `neurons`, `facets`, `exemplars`. "
+st.caption(f"One read-only SELECT over the tables `runs`, `layers`, `neurons`, `facets`, `exemplars`, `thumbnails`. "
            f"Queries stop after {TIMEOUT_S:g} s and return at most {MAX_ROWS:,} rows. The schema is in the README.")
 ui.require_store()
 
