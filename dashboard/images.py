@@ -34,7 +34,8 @@ def tile(pngs: list[bytes], per_row: int = 5, cell: int = 56, gap: int = 2) -> b
     cols = min(per_row, len(images))
     sheet = Image.new("RGB", (cols * (cell + gap) - gap, rows * (cell + gap) - gap), "white")
     for i, image in enumerate(images):
-        sheet.paste(image.resize((cell, cell), Image.NEAREST), ((i % per_row) * (cell + gap), (i // per_row) * (cell + gap)))
+        resample = Image.NEAREST if cell >= max(image.size) else Image.LANCZOS   # crisp up, smooth down
+        sheet.paste(image.resize((cell, cell), resample), ((i % per_row) * (cell + gap), (i // per_row) * (cell + gap)))
     out = io.BytesIO()
     sheet.save(out, format="PNG")
     return out.getvalue()

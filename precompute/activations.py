@@ -1,10 +1,14 @@
 """One pass over the images: top-N exemplars of every unit of the requested layers, and codes.
 
 For each layer the pass keeps, for all units at once, the N largest activations seen so far
-(values and image indices), merged batch by batch on the device, so memory stays
+(values and image indices), merged batch by batch on the device, so that state is
 O(units x N) whatever the dataset size. A conv channel is ranked by its most active spatial
 position. For the logits layer it also keeps each image's logit for its own class (class
-neurons use all training images of their class, as the paper does).
+neurons use all images of their class, as the paper does).
+
+Embedding codes (fc7) are kept for every image during the pass when they fit in
+CODE_BUDGET_BYTES; otherwise `embed` computes them afterwards for just the exemplars needed,
+so memory is bounded by units x N codes, not by the dataset.
 """
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import ImageSet
 from .models import ModelSpec
+
+CODE_BUDGET_BYTES = 1 << 30
 
 
 @dataclass
@@ -23,11 +28,27 @@ class LayerScan:
     nonfinite: torch.Tensor      # units, bool: saw NaN/Inf
 
 
+class Codes:
+    """Embedding codes of a set of images, looked up by image index."""
+
+    def __init__(self, ids: torch.Tensor, values: torch.Tensor):
+        order = ids.argsort()
+        self.ids, self.values = ids[order], values[order]
+
+    def take(self, ids) -> torch.Tensor:
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        pos = torch.searchsorted(self.ids, ids).clamp(max=len(self.ids) - 1)
+        if not bool((self.ids[pos] == ids).all()):
+            raise KeyError("codes were not computed for some images")
+        return self.values[pos]
+
+
 @dataclass
 class ScanResult:
     layers: dict[str, LayerScan]
-    codes: torch.Tensor          # images x D embedding codes (post-ReLU fc7)
-    own_class_logit: torch.Tensor | None   # images: logit of the image's own label
+    readable: torch.Tensor               # images, bool: decoded and seen by the pass
+    own_class_logit: torch.Tensor        # images: logit of the image's own label (NaN if unread)
+    codes: Codes | None                  # every image's code, when they fit the budget
 
 
 def _unit_scores(output: torch.Tensor) -> torch.Tensor:
@@ -47,32 +68,54 @@ def _merge_top(state, scores: torch.Tensor, indices: torch.Tensor, top_n: int):
 
 
 @torch.no_grad()
-def scan(spec: ModelSpec, images: ImageSet, layers: list[str], top_n: int,
-         device: torch.device, batch_size: int = 1000, progress=None) -> ScanResult:
-    """Run the images through the network once and collect exemplars and codes."""
+def scan(spec: ModelSpec, dataset, layers: list[str], top_n: int, device: torch.device,
+         batch_size: int = 256, progress=None, class_of_label: torch.Tensor | None = None) -> ScanResult:
+    """Run the images through the network once and collect exemplars (and codes if they fit).
+
+    `class_of_label[label]` is the model class of a dataset label (-1: none), for own-class logits.
+    """
     logits = spec.logits_layer
     nodes = tuple(dict.fromkeys([*layers, spec.embedding_node, logits]))
     net = spec.extractor(nodes)
+    n = len(dataset)
     tops = {name: None for name in layers}
     bad = {name: torch.zeros(spec.layers[name].n_units, dtype=torch.bool, device=device) for name in layers}
-    codes, own_logit = [], []
-    n = len(images)
-    for start in range(0, n, batch_size):
-        idx = torch.arange(start, min(start + batch_size, n))
-        x = spec.preprocess(images.pixels(idx).to(device))
-        out = net(x)
+    readable = torch.zeros(n, dtype=torch.bool)
+    own_logit = torch.full((n,), float("nan"))
+    keep_codes = n * spec.embedding_dim * 4 <= CODE_BUDGET_BYTES
+    code_ids, code_values = [], []
+    for idx, pixels in dataset.batches(batch_size, device):
+        out = net(spec.preprocess(pixels.to(device, non_blocking=True)))
+        on_device = idx.to(device)[None, :]
         for name in layers:
             scores = _unit_scores(out[name].float())
             bad[name] |= ~torch.isfinite(scores).all(0)
             scores = torch.nan_to_num(scores, nan=-torch.inf, posinf=-torch.inf)
-            tops[name] = _merge_top(tops[name], scores, idx.to(device)[None, :], top_n)
-        codes.append(out[spec.embedding_node].float().flatten(1).cpu())
-        labels = images.labels[idx].to(device)
-        own_logit.append(out[logits].float().gather(1, labels[:, None].clamp(max=out[logits].shape[1] - 1))[:, 0].cpu())
+            tops[name] = _merge_top(tops[name], scores, on_device, top_n)
+        readable[idx] = True
+        if class_of_label is not None:
+            target = class_of_label[dataset.labels[idx]]
+            mine = out[logits].float().cpu().gather(1, target.clamp(min=0)[:, None])[:, 0]
+            own_logit[idx] = torch.where(target >= 0, mine, torch.nan)
+        if keep_codes:
+            code_ids.append(idx)
+            code_values.append(out[spec.embedding_node].float().flatten(1).cpu())
         if progress:
-            progress(int(idx[-1]) + 1, n)
+            progress(int(readable.sum()), n)
+    codes = Codes(torch.cat(code_ids), torch.cat(code_values)) if keep_codes and code_ids else None
     return ScanResult(
         layers={name: LayerScan(tops[name][0].cpu(), tops[name][1].cpu(), bad[name].cpu()) for name in layers},
-        codes=torch.cat(codes),
-        own_class_logit=torch.cat(own_logit),
-    )
+        readable=readable, own_class_logit=own_logit, codes=codes)
+
+
+@torch.no_grad()
+def embed(spec: ModelSpec, dataset, ids: torch.Tensor, device: torch.device, batch_size: int = 256) -> Codes:
+    """Embedding codes of just the images `ids` (a second, partial pass for large datasets)."""
+    ids = torch.unique(torch.as_tensor(ids, dtype=torch.long))
+    net = spec.extractor((spec.embedding_node,))
+    values = []
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start:start + batch_size]
+        out = net(spec.preprocess(dataset.pixels(chunk).to(device)))[spec.embedding_node]
+        values.append(out.float().flatten(1).cpu())
+    return Codes(ids, torch.cat(values))

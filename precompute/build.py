@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from . import __version__
-from .activations import ScanResult, scan
-from .data import ImageSet, load_fashion_mnist
+from .activations import Codes, ScanResult, embed, scan
+from .data import load_fashion_mnist
 from .errors import AtlasError, choose
 from .facets import FacetFinder, diversity_null, facet_diversity
-from .images import to_png
+from .images import thumbnail, to_png
 from .models import REPO_ROOT, ModelSpec, load_model
 from .store import SCHEMA_VERSION, Store
 from .synthesis import Schedule, center_bias_schedule, measure, mfv_schedule, noise_init, render
@@ -51,17 +51,21 @@ class BuildConfig:
     m: int = 15               # images averaged into a facet's init
     steps: int = 200          # synthesis steps per image
     seed: int = 0
-    batch_size: int = 320     # images per synthesis batch
+    batch_size: int | None = None   # images per synthesis batch (default: by input size)
     chunk_units: int = 32     # neurons per committed chunk
     device: str = "auto"
     thumbs_per_facet: int = 4 # exemplar thumbnails kept per facet (nearest its centroid); -1: all
     pca_codes: bool = True    # keep each exemplar's PCA-50 code
     max_images: int | None = None   # use only the first N training images (quick trials, tests)
+    input_size: int | None = None   # preprocessing overrides (default: the model's own)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def identity(self, method: str, weights_sha256: str, dataset: str) -> dict:
         """What determines a run's results (not where or how fast it runs)."""
         keep = ("model", "top_n", "k", "m", "steps", "seed", "thumbs_per_facet", "pca_codes", "max_images")
         ident = {key: getattr(self, key) for key in keep}
+        ident |= {key: getattr(self, key) for key in ("input_size", "mean", "std") if getattr(self, key) is not None}
         ident.update(method=method, model_sha256=weights_sha256, dataset=dataset)
         if method != "mfv":   # baselines use no data
             for key in ("top_n", "k", "m", "thumbs_per_facet", "pca_codes", "dataset", "max_images"):
@@ -76,6 +80,7 @@ class BuildSummary:
     neurons_built: int
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    skipped_files: int = 0     # images that could not be read (skipped, not fatal)
 
 
 def validate(config: BuildConfig) -> None:
@@ -124,14 +129,37 @@ def schedule_for(method: str, spec: ModelSpec, steps: int) -> Schedule:
 
 def list_layers(model: str = "demo", weights: str | None = None) -> list[dict]:
     spec = load_model(model, weights)
-    return [{"layer": n, "kind": i.kind, "role": i.role, "n_units": i.n_units,
+    alias_of = {node: alias for alias, node in spec.aliases.items() if alias != node}
+    return [{"layer": n, "alias": alias_of.get(n, ""), "kind": i.kind, "role": i.role, "n_units": i.n_units,
              "shape": "x".join(map(str, i.shape))} for n, i in spec.layers.items()]
 
 
+def dataset_name(config: BuildConfig) -> str:
+    """What a run's images are, known before they are read (it is part of the run's identity)."""
+    base = "fashion-mnist-train" if config.model == "demo" else f"folder:{Path(config.data).resolve()}"
+    return base + (f"[:{config.max_images}]" if config.max_images else "")
+
+
+def load_images(config: BuildConfig, spec: ModelSpec):
+    if config.model == "demo":
+        return load_fashion_mnist(train=True, data_dir=config.data).head(config.max_images)
+    from .imagefolder import FolderSet
+    return FolderSet(config.data, size=spec.input_shape[1], channels=spec.input_shape[0], max_images=config.max_images)
+
+
+def class_of_label(classes: list[str], model_classes: list[str]) -> torch.Tensor:
+    """For each dataset class, the model class of the same name (case, '_' and ' ' ignored), or -1."""
+    def key(name: str) -> str:
+        return name.replace("_", " ").strip().lower()
+    index = {key(name): i for i, name in enumerate(model_classes)}
+    return torch.tensor([index.get(key(name), -1) for name in classes], dtype=torch.long)
+
+
 def _select_units(spec: ModelSpec, config: BuildConfig) -> dict[str, list[int]]:
-    layers = list(config.layers) if config.layers else list(spec.layers)
-    for layer in layers:
-        spec.layer(layer)
+    if config.layers:
+        layers = [spec.resolve(name) for name in config.layers]
+    else:   # the demo: every layer; a big model: its class neurons unless asked otherwise
+        layers = list(spec.layers) if config.model == "demo" else [spec.logits_layer]
     selected = {}
     for layer in layers:
         n = spec.layers[layer].n_units
@@ -151,15 +179,21 @@ class AtlasBuilder:
         self.config = config
         self.progress = progress or (lambda task, done, total: None)
         self.device = resolve_device(config.device)
-        self.spec = load_model(config.model, config.weights).to(self.device)
+        if config.model != "demo" and not config.data:
+            raise AtlasError(f"model {config.model!r} needs --data DIR: an image folder with one sub-folder per class")
+        self.spec = load_model(config.model, config.weights, config.input_size, config.mean, config.std,
+                               config.seed).to(self.device)
         self.units = _select_units(self.spec, config)
+        self.batch_size = config.batch_size or max(4, round(320 * (28 / self.spec.input_shape[1]) ** 2))
         self.store = Store(config.out)
-        self.images: ImageSet | None = None
+        self.images = None          # the dataset (ImageSet or FolderSet), read when MFV needs it
+        self.codes: Codes | None = None
+        self.class_of_label: torch.Tensor | None = None
         self.thumbnailed: set[int] = set()   # image ids with a thumbnail in the store
         self.scan: ScanResult | None = None
         self.finder = FacetFinder(config.k, config.m, config.seed)
         self.timings: Counter = Counter()
-        self.dataset = "fashion-mnist-train" + (f"[:{config.max_images}]" if config.max_images else "")
+        self.dataset = dataset_name(config)
 
     # ---- runs -------------------------------------------------------------------------
     def run_id(self, method: str) -> str:
@@ -172,7 +206,8 @@ class AtlasBuilder:
         now = datetime.now(timezone.utc).replace(microsecond=0)
         config = dataclasses.asdict(self.config) | {
             "method": method, "schedule": dataclasses.asdict(schedule_for(method, self.spec, self.config.steps)),
-            "model_sha256": self.spec.weights_sha256, "dataset": self.dataset}
+            "model_sha256": self.spec.weights_sha256, "dataset": self.dataset,
+            "skipped_files": self.images.skipped if self.images is not None else None}
         self.store.write("runs", run_id, [{
             "run_id": run_id, "created_at": previous[0]["created_at"] if previous else now,
             "finished_at": now if status == "complete" else None, "status": status,
@@ -220,7 +255,8 @@ class AtlasBuilder:
         with self._timed("consolidate"):
             self.store.consolidate()
         return BuildSummary(self.store.root, {m: r for m, (r, _) in todo.items()}, built,
-                            time.perf_counter() - start, dict(self.timings))
+                            time.perf_counter() - start, dict(self.timings),
+                            self.images.skipped if self.images is not None else 0)
 
     @contextmanager
     def _timed(self, name: str):
@@ -232,14 +268,26 @@ class AtlasBuilder:
 
     def _scan(self, layers: list[str]) -> None:
         with self._timed("load data"):
-            self.images = load_fashion_mnist(train=True, data_dir=self.config.data).head(self.config.max_images)
+            self.images = load_images(self.config, self.spec)
             self.thumbnailed = self.store.thumbnail_ids(self.dataset)
-        smallest_class = int(torch.bincount(self.images.labels, minlength=len(self.images.classes)).min())
+        self.class_of_label = class_of_label(self.images.classes, self.spec.class_names)
+        if not self.spec.class_names and len(self.images.classes) == self.spec.layers[self.spec.logits_layer].n_units:
+            self.spec.class_names = list(self.images.classes)    # a user's classifier of these very classes
+            self.class_of_label = torch.arange(len(self.images.classes))
+        counts = torch.bincount(self.images.labels, minlength=len(self.images.classes))
+        smallest_class = int(counts[self.class_of_label >= 0].min()) if bool((self.class_of_label >= 0).any()) else self.config.k
         if self.config.k > smallest_class:
             raise AtlasError(f"k={self.config.k} is larger than the smallest class ({smallest_class} images)")
         with self._timed("scan"):
-            self.scan = scan(self.spec, self.images, layers, self.config.top_n, self.device,
-                             progress=lambda d, t: self.progress("scan images", d, t))
+            scan_batch = max(16, round(1000 * (28 / self.spec.input_shape[1]) ** 2))   # 1000 at 28 px, 16 at 224
+            self.scan = scan(self.spec, self.images, layers, self.config.top_n, self.device, batch_size=scan_batch,
+                             progress=lambda d, t: self.progress("scan images", d, t),
+                             class_of_label=self.class_of_label)
+        self.codes = self.scan.codes
+        if self.codes is None:   # too many images to keep every code: embed just the exemplars
+            needed = [torch.as_tensor(self._exemplar_set(layer, unit)[0]) for layer in layers for unit in self.units[layer]]
+            with self._timed("embed"):
+                self.codes = embed(self.spec, self.images, torch.cat(needed), self.device)
 
     def _build_chunk(self, method: str, run_id: str, layer: str, units: list[int]) -> None:
         name = f"{run_id}__{layer}__{units[0]:05d}"
@@ -261,13 +309,16 @@ class AtlasBuilder:
         info, scan_result = self.spec.layers[layer], self.scan.layers[layer]
         if bool(scan_result.nonfinite[unit]):
             return np.empty(0, np.int64), np.empty(0), "failed", "NaN/Inf activation on training images"
-        if info.role == "logits" and self.images.classes == self.spec.class_names:
-            ids = torch.nonzero(self.images.labels == unit)[:, 0]
+        if info.role == "logits" and bool((self.class_of_label == unit).any()):
+            mine = (self.class_of_label[self.images.labels] == unit) & self.scan.readable
+            ids = torch.nonzero(mine)[:, 0]
             return ids.numpy(), self.scan.own_class_logit[ids].double().numpy(), "ok", None
         values, ids = scan_result.top_values[unit], scan_result.top_indices[unit]
+        if info.role == "logits":   # a logit has no "off": its N highest-scoring images
+            return ids.numpy(), values.double().numpy(), "ok", None
         fires = values > 0   # units that fire on fewer than N images cluster only those images
         if not bool(fires.any()):
-            return np.empty(0, np.int64), np.empty(0), "dead", f"never fires on the {len(self.images)} training images"
+            return np.empty(0, np.int64), np.empty(0), "dead", f"never fires on the {int(self.scan.readable.sum())} training images"
         return ids[fires].numpy(), values[fires].double().numpy(), "ok", None
 
     def _mfv_chunk(self, layer: str, units: list[int]):
@@ -278,7 +329,7 @@ class AtlasBuilder:
             neurons.append(row)
             if status != "ok":
                 continue
-            codes = self.scan.codes[torch.as_tensor(ids)].numpy()
+            codes = self.codes.take(ids).numpy()
             if not np.isfinite(codes).all():   # e.g. a NaN unit upstream poisons the embedding layer
                 row.update(status="failed", reason="NaN/Inf in the embedding codes of its exemplars")
                 continue
@@ -306,7 +357,7 @@ class AtlasBuilder:
             if image_id not in self.thumbnailed:
                 self.thumbnailed.add(image_id)
                 rows.append({"dataset": self.dataset, "image_id": image_id,
-                             "png": to_png(self.images.pixels([image_id])[0])})
+                             "png": to_png(thumbnail(self.images.pixels([image_id])[0]))})
         return rows
 
     def _add_exemplars(self, columns: dict, layer: str, unit: int, ids, acts, found) -> None:
@@ -339,8 +390,8 @@ class AtlasBuilder:
         """Render every (unit, facet, size, init) job of one layer in batches; one row per image."""
         rows = []
         schedule = schedule_for(method, self.spec, self.config.steps)
-        for start in range(0, len(jobs), self.config.batch_size):
-            batch = jobs[start:start + self.config.batch_size]
+        for start in range(0, len(jobs), self.batch_size):
+            batch = jobs[start:start + self.batch_size]
             units = torch.tensor([j[0] for j in batch], device=self.device)
             keys = torch.tensor([image_key(self.config.seed, method, layer, j[0], j[1]) for j in batch],
                                 device=self.device)
@@ -373,7 +424,7 @@ def _neuron_row(spec: ModelSpec, layer: str, unit: int, status: str, reason, n_e
             "reason": reason, "n_exemplars": n_exemplars, "k": 0}
 
 
-def _top_class(images: ImageSet, ids: np.ndarray) -> dict:
+def _top_class(images, ids: np.ndarray) -> dict:
     counts = torch.bincount(images.labels[torch.as_tensor(ids)], minlength=len(images.classes))
     best = int(counts.argmax())
     return {"top_class": images.classes[best], "top_class_share": float(counts[best]) / len(ids)}

@@ -31,6 +31,13 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _name_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -40,28 +47,36 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
     d = BuildConfig(out="")
     g = parser.add_argument_group("what to build")
     if not demo:
-        g.add_argument("--model", default="demo", help="model name (default: demo)")
-        g.add_argument("--weights", help="weights file (state_dict); default: the demo model's")
+        g.add_argument("--model", default="demo", help="demo, efficientnet-lite0, torchvision:NAME (e.g. "
+                       "torchvision:resnet18) or package.module:function (default: demo)")
+        g.add_argument("--weights", help="weights file (state_dict or checkpoint); default: the demo's or "
+                                         "efficientnet-lite0's shipped weights, random weights for others")
         g.add_argument("--out", required=True, help="store folder to create or resume")
-        g.add_argument("--layers", type=_name_list, help="comma-separated layer names (default: all)")
+        g.add_argument("--layers", type=_name_list, help="comma-separated layer names or aliases fc8/fc7 "
+                                                         "(default: every layer of the demo, fc8 of other models)")
         g.add_argument("--units", type=_int_list, help="comma-separated unit indices (default: all)")
     g.add_argument("--method", dest="methods", type=_name_list, default=None,
                    help="comma-separated: mfv, center-bias, noise "
                         f"(default: {'all three' if demo else 'mfv'})")
-    g.add_argument("--data", help="folder with the Fashion-MNIST idx files "
-                                  "(default: /usr/share/datasets/fashion-mnist)")
+    g.add_argument("--data", help="demo: folder with the Fashion-MNIST idx files (default: "
+                                  "/usr/share/datasets/fashion-mnist); other models: an image folder with one "
+                                  "sub-folder per class (ImageNet train layout)")
     a = parser.add_argument_group("algorithm")
     a.add_argument("--top-n", type=int, default=d.top_n, help=f"exemplars per hidden unit (default {d.top_n})")
     a.add_argument("-k", "--k", type=int, default=d.k, help=f"facets per neuron (default {d.k})")
     a.add_argument("-m", "--m", type=int, default=d.m, help=f"images averaged into each init (default {d.m})")
     a.add_argument("--steps", type=int, default=d.steps, help=f"synthesis steps per image (default {d.steps})")
     a.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    p = parser.add_argument_group("preprocessing (default: the model's own)")
+    p.add_argument("--input-size", type=int, help="input size in px (e.g. 224)")
+    p.add_argument("--mean", type=_float_list, help="per-channel mean of pixels in [0, 1], e.g. 0.485,0.456,0.406")
+    p.add_argument("--std", type=_float_list, help="per-channel std, e.g. 0.229,0.224,0.225")
     a.add_argument("--max-images", type=int, default=None,
                    help="use only the first N training images (quick trials; default: all)")
     r = parser.add_argument_group("resources and store")
     r.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default auto)")
-    r.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help=f"images per synthesis batch (default {d.batch_size})")
+    r.add_argument("--batch-size", type=int, default=None,
+                   help="images per synthesis batch (default: 320 at 28 px, scaled down by input area)")
     r.add_argument("--chunk-units", type=int, default=d.chunk_units,
                    help=f"neurons per committed chunk (default {d.chunk_units})")
     r.add_argument("--thumbs-per-facet", type=int, default=d.thumbs_per_facet,
@@ -87,8 +102,9 @@ def make_parser() -> argparse.ArgumentParser:
                            description="Build (or resume: run it again after a kill) an atlas store.")
     _add_build_options(build, demo=False)
     layers = sub.add_parser("layers", help="list a model's addressable layers")
-    layers.add_argument("--model", default="demo", help="model name (default: demo)")
-    layers.add_argument("--weights", help="weights file (default: the demo model's)")
+    layers.add_argument("--model", default="demo", help="demo, efficientnet-lite0, torchvision:NAME or "
+                                                         "package.module:function (default: demo)")
+    layers.add_argument("--weights", help="weights file (default: the model's shipped or random weights)")
     return parser
 
 
@@ -99,11 +115,14 @@ def _config(args, out: str, methods_default):
         layers=getattr(args, "layers", None), units=getattr(args, "units", None),
         methods=args.methods or methods_default, top_n=args.top_n, k=args.k, m=args.m, steps=args.steps,
         seed=args.seed, batch_size=args.batch_size, chunk_units=args.chunk_units, device=args.device,
-        thumbs_per_facet=args.thumbs_per_facet, pca_codes=args.pca_codes, max_images=args.max_images)
+        thumbs_per_facet=args.thumbs_per_facet, pca_codes=args.pca_codes, max_images=args.max_images,
+        input_size=args.input_size, mean=args.mean, std=args.std)
 
 
 def _report(summary) -> None:
     print(f"store: {summary.store}  ({summary.neurons_built} neuron-runs built in {summary.seconds:.1f} s)")
+    if summary.skipped_files:
+        print(f"  skipped {summary.skipped_files} unreadable image file(s)")
     for method, run_id in summary.run_ids.items():
         print(f"  {method:12s} run {run_id}")
     if summary.timings:
@@ -128,9 +147,11 @@ def cmd_build(args, progress) -> None:
 def cmd_layers(args, progress) -> None:
     from .build import list_layers
     rows = list_layers(args.model, args.weights)
-    print(f"{'layer':12s} {'kind':5s} {'role':10s} {'units':>6s}  shape")
+    width = max(12, *(len(row["layer"]) for row in rows))
+    print(f"{'layer':{width}s} {'alias':5s} {'kind':5s} {'role':10s} {'units':>6s}  shape")
     for row in rows:
-        print(f"{row['layer']:12s} {row['kind']:5s} {row['role']:10s} {row['n_units']:6d}  {row['shape']}")
+        print(f"{row['layer']:{width}s} {row['alias']:5s} {row['kind']:5s} {row['role']:10s} {row['n_units']:6d}  {row['shape']}")
+    print("any other graph node name (torchvision get_graph_node_names) can be passed to --layers too")
 
 
 def main(argv: list[str] | None = None) -> int:

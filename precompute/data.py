@@ -1,7 +1,11 @@
-"""Image datasets as in-memory uint8 tensors.
+"""Image datasets: what the scan streams through and what inits and thumbnails are cut from.
 
-The demo uses Fashion-MNIST, read with torchvision's reader from (in order) ``--data DIR``,
-the files of Debian's ``dataset-fashion-mnist`` package, or a torchvision download.
+A dataset has `name`, `classes`, `labels` (one per image), `len()`, `pixels(indices)` (float
+pixels in [0, 1], N x C x H x W), `batches(batch_size)` (an iterator of (indices, pixels)) and
+`skipped` (unreadable files). `ImageSet` holds small datasets in memory (the demo's
+Fashion-MNIST, read with torchvision's reader from ``--data DIR``, Debian's
+``dataset-fashion-mnist`` files, or a torchvision download); `precompute.imagefolder.FolderSet`
+streams image folders of any size.
 """
 from __future__ import annotations
 
@@ -39,9 +43,16 @@ class ImageSet:
             return self
         return ImageSet(f"{self.name}[:{n}]", self.images[:n], self.labels[:n], self.classes)
 
+    skipped = 0   # nothing unreadable in memory
+
     def pixels(self, indices) -> torch.Tensor:
         """Images at `indices` as float pixels in [0, 1]."""
         return self.images[torch.as_tensor(indices, dtype=torch.long)].float() / 255.0
+
+    def batches(self, batch_size: int, device=None):
+        for start in range(0, len(self), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(self)))
+            yield idx, self.pixels(idx)
 
 
 def cache_dir() -> Path:

@@ -17,6 +17,16 @@ def to_png(pixels: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
+def thumbnail(pixels: torch.Tensor, max_size: int = 64) -> torch.Tensor:
+    """Pixels shrunk (area average) so neither side exceeds `max_size`; small images unchanged."""
+    h, w = pixels.shape[-2:]
+    if max(h, w) <= max_size:
+        return pixels
+    scale = max_size / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return torch.nn.functional.interpolate(pixels[None], size=size, mode="area")[0]
+
+
 def from_png(data: bytes) -> torch.Tensor:
     """PNG bytes -> C x H x W float pixels in [0, 1]."""
     array = np.asarray(Image.open(io.BytesIO(data)))

@@ -40,3 +40,28 @@ def small_store(tmp_path_factory, demo_weights):
     out = tmp_path_factory.mktemp("store") / "atlas"
     summary = build_atlas(BuildConfig(out=str(out), device="cpu", **SMALL_BUILD))
     return out, summary
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory):
+    """A small ImageNet-layout folder: augmented crops of two photos that ship with scikit-image
+    (a cat, a cup of espresso), folders named after their ImageNet classes, plus one corrupt file."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for name, photo in (("Egyptian cat", data.chelsea()), ("espresso", data.coffee())):
+        folder = root / name
+        folder.mkdir()
+        h, w = photo.shape[:2]
+        for i in range(16):
+            side = int(rng.uniform(0.6, 0.95) * min(h, w))
+            top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+            crop = Image.fromarray(photo[top:top + side, left:left + side])
+            if rng.random() < 0.5:
+                crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+            crop.save(folder / f"{i:02d}.{'jpg' if i % 2 else 'png'}")
+    (root / "espresso" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return root

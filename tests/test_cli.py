@@ -46,7 +46,7 @@ def test_mismatched_weights_file(tmp_path):
 def test_layers_lists_kinds_and_unit_counts():
     result = run("layers", "--model", "demo")
     assert result.returncode == 0, result.stderr
-    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:-1]}
     assert list(rows) == ["conv1", "conv2", "conv3", "fc6", "fc7", "fc8"]
     assert rows["conv1"][1:4] == ["conv", "hidden", "32"]
     assert rows["fc7"][1:4] == ["fc", "embedding", "256"]

@@ -71,3 +71,15 @@ def test_every_readme_and_dashboard_example_query_runs(con):
     assert len(queries) >= 8
     for sql in queries:
         con.execute(sql).fetchall()     # raises on a wrong column, an ambiguous name, a syntax error
+
+
+def test_the_quick_start_command_resumes_the_committed_store_at_once(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    shutil.copytree(STORE / "parts", tmp_path / "parts")
+    result = subprocess.run([sys.executable, "-m", "precompute", "demo", "--out", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "(0 neuron-runs built" in result.stdout        # same settings, same runs: nothing to redo
+    assert (tmp_path / DB_NAME).exists()

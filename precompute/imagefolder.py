@@ -1,0 +1,93 @@
+"""Image folders of any size (ImageNet train layout: one sub-folder per class), streamed.
+
+Files are decoded, resized (shorter side to 256/224 of the input size) and centre-cropped by
+DataLoader workers. A file that cannot be read is skipped and counted, never fatal.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from .errors import AtlasError
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".tif", ".tiff")
+
+
+class _Files(Dataset):
+    def __init__(self, files: list[Path], size: int, channels: int):
+        self.files, self.channels = files, channels
+        self.transform = transforms.Compose([transforms.Resize(round(size * 256 / 224)),
+                                             transforms.CenterCrop(size), transforms.ToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        try:
+            with Image.open(self.files[i]) as image:
+                image = image.convert("L" if self.channels == 1 else "RGB")
+                return i, self.transform(image)
+        except (OSError, ValueError, SyntaxError):   # truncated, corrupt, not an image
+            return i, None
+
+
+def _collate(items):
+    good = [(i, x) for i, x in items if x is not None]
+    bad = len(items) - len(good)
+    if not good:
+        return torch.empty(0, dtype=torch.long), None, bad
+    return torch.tensor([i for i, _ in good]), torch.stack([x for _, x in good]), bad
+
+
+class FolderSet:
+    """An ImageFolder tree as a dataset: classes are the sub-folder names, sorted."""
+
+    def __init__(self, root: str | Path, size: int, channels: int = 3, workers: int | None = None,
+                 max_images: int | None = None):
+        root = Path(root)
+        if not root.is_dir():
+            raise AtlasError(f"data folder {str(root)!r} does not exist")
+        self.classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+        files, labels = [], []
+        for label, name in enumerate(self.classes):
+            for path in sorted((root / name).rglob("*")):
+                if path.suffix.lower() in EXTENSIONS and path.is_file():
+                    files.append(path)
+                    labels.append(label)
+        if not files:
+            raise AtlasError(f"no images in {str(root)!r}: expected one sub-folder per class holding "
+                             f"{', '.join(EXTENSIONS)} files")
+        files, labels = files[:max_images], labels[:max_images]
+        self.name = f"folder:{root.resolve()}" + (f"[:{max_images}]" if max_images else "")
+        self.labels = torch.tensor(labels)
+        self.files = _Files(files, size, channels)
+        self.workers = min(4, os.cpu_count() or 1) if workers is None else workers
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def batches(self, batch_size: int, device=None):
+        """(indices, pixels) batches of the readable images; unreadable ones are counted in `skipped`."""
+        pin = device is not None and torch.device(device).type == "cuda"
+        loader = DataLoader(self.files, batch_size=batch_size, num_workers=self.workers, collate_fn=_collate,
+                            pin_memory=pin, persistent_workers=False)
+        self.skipped = 0
+        for idx, pixels, bad in loader:
+            self.skipped += bad
+            if pixels is not None:
+                yield idx, pixels
+
+    def pixels(self, indices) -> torch.Tensor:
+        images = []
+        for i in torch.as_tensor(indices).tolist():
+            _, x = self.files[i]
+            if x is None:
+                raise AtlasError(f"image {self.files.files[i]} became unreadable during the build")
+            images.append(x)
+        return torch.stack(images)
