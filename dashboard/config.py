@@ -1,7 +1,9 @@
-"""Where the dashboard's store is, and how it was asked for.
+"""Where the dashboard's store is and which mode it runs in, and how they were asked for.
 
-Resolution order: `streamlit run dashboard/app.py -- --store DIR`, then the environment
-variable ATLAS_STORE, then the committed demo store data/demo/.
+Store: `streamlit run dashboard/app.py -- --store DIR`, else ATLAS_STORE, else data/demo/.
+Mode: `-- --mode public`, else ATLAS_MODE, else "local". In public mode the atlas is read-only
+for everyone: browsing and SQL work, reruns are open only to holders of the admin token kept
+in Streamlit secrets (`admin_token` in .streamlit/secrets.toml), and off when there is none.
 """
 from __future__ import annotations
 
@@ -14,9 +16,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_STORE = REPO_ROOT / "data" / "demo"
 
 
-def store_dir(argv: list[str] | None = None) -> Path:
+MODES = ("local", "public")
+
+
+def _args(argv: list[str] | None):
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--store")
-    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    chosen = args.store or os.environ.get("ATLAS_STORE") or DEMO_STORE
+    parser.add_argument("--mode")
+    return parser.parse_known_args(sys.argv[1:] if argv is None else argv)[0]
+
+
+def store_dir(argv: list[str] | None = None) -> Path:
+    chosen = _args(argv).store or os.environ.get("ATLAS_STORE") or DEMO_STORE
     return Path(chosen).expanduser().resolve()
+
+
+def mode(argv: list[str] | None = None) -> str:
+    """"local" or "public"; anything else is returned as given for the app to report."""
+    return (_args(argv).mode or os.environ.get("ATLAS_MODE") or "local").strip().lower()

@@ -115,7 +115,12 @@ def config_of(run: pd.Series) -> dict:
 
 
 def sidebar() -> None:
+    from dashboard.access import check_mode
     with st.sidebar:
+        if check_mode() == "public":
+            st.success("Public atlas · read-only", icon=":material/public:")
+        else:
+            st.caption(":material/edit: Local mode: reruns add runs to this store")
         st.caption(f"Store: `{store_dir()}`")
         try:
             runs = data.runs(store(), version()) if version() else pd.DataFrame()

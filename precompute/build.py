@@ -271,9 +271,12 @@ class AtlasBuilder:
             self.images = load_images(self.config, self.spec)
             self.thumbnailed = self.store.thumbnail_ids(self.dataset)
         self.class_of_label = class_of_label(self.images.classes, self.spec.class_names)
-        if not self.spec.class_names and len(self.images.classes) == self.spec.layers[self.spec.logits_layer].n_units:
-            self.spec.class_names = list(self.images.classes)    # a user's classifier of these very classes
-            self.class_of_label = torch.arange(len(self.images.classes))
+        n_classes = self.spec.layers[self.spec.logits_layer].n_units
+        if not bool((self.class_of_label >= 0).any()) and len(self.images.classes) == n_classes:
+            # no names match but the counts do (ImageNet's WordNet-id folders, or a user's classifier of
+            # these very classes): sorted folder order is class order, the ImageFolder convention
+            self.class_of_label = torch.arange(n_classes)
+            self.spec.class_names = self.spec.class_names or list(self.images.classes)
         counts = torch.bincount(self.images.labels, minlength=len(self.images.classes))
         smallest_class = int(counts[self.class_of_label >= 0].min()) if bool((self.class_of_label >= 0).any()) else self.config.k
         if self.config.k > smallest_class:

@@ -21,13 +21,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+def start(*extra, env=None):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -39,9 +38,31 @@ def server():
     else:
         proc.kill()
         pytest.fail("streamlit did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
-    yield url
+    return proc, url
+
+
+def stop(proc):
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc, url = start()
+    yield url
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def public_server(tmp_path_factory):
+    """Public mode over a copy of the demo store, with an admin token in a secrets file."""
+    root = tmp_path_factory.mktemp("public")
+    shutil.copytree(ROOT / "data" / "demo" / "parts", root / "store" / "parts")
+    (root / "secrets.toml").write_text('admin_token = "let-me-in"\n')
+    proc, url = start("--secrets.files", str(root / "secrets.toml"),
+                      env={"ATLAS_MODE": "public", "ATLAS_STORE": str(root / "store")})
+    yield url
+    stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +107,28 @@ def test_atlas_to_neuron_to_sql(server, browser, tmp_path):
     page.get_by_role("button", name="Run query").click()
     page.get_by_text("only SELECT queries are allowed").wait_for(timeout=30_000)
     assert page.get_by_text("Traceback").count() == 0
+
+
+def test_public_mode_locks_reruns_until_the_admin_token(public_server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{public_server}/rerun?layer=fc8&unit=3&method=noise&steps=8", wait_until="networkidle")
+    page.get_by_text("Public atlas · read-only").wait_for(timeout=30_000)
+    page.get_by_text("Reruns are open to its administrators").wait_for(timeout=30_000)
+    assert page.get_by_role("button", name="Run").count() == 0
+    token = page.get_by_label("Admin token")
+    token.fill("guess")
+    token.press("Enter")
+    page.get_by_text("That token is not valid.").wait_for(timeout=30_000)
+    token.fill("let-me-in")
+    token.press("Enter")
+    page.get_by_role("button", name="Run").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("saved as run").wait_for(timeout=120_000)
+
+
+def test_a_shared_link_reproduces_a_neuron_page(public_server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{public_server}/neuron?layer=fc8&unit=3&facet=2", wait_until="networkidle")
+    page.get_by_role("heading", name="Dress · fc8/3").wait_for(timeout=30_000)
+    page.get_by_text("▶ facet 2").wait_for(timeout=30_000)          # the highlighted facet came with the link
+    page.get_by_text("Public atlas · read-only").wait_for(timeout=30_000)

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from dashboard import data, sql, ui
+from dashboard.access import reruns_unlocked
 from dashboard.reruns import RerunJob, RerunQueue
 
 METHODS = {"mfv": "MFV (facets from exemplar clusters)", "center-bias": "Center-biased regularization",
@@ -18,6 +19,8 @@ st.caption("Run one neuron again with another method, k, step count or seed. Rer
            "the background (a second request waits in the queue); the rest of the app stays usable. "
            "The result is saved to the store as a new run.")
 ui.require_store()
+if not reruns_unlocked():
+    st.stop()
 run = ui.choose_run(st.sidebar)
 layers = data.layers(ui.store(), ui.version(), run["run_id"])
 names = layers["layer"].tolist()
