@@ -20,9 +20,7 @@ class RerunJob:
     steps: int = 200
     seed: int = 0
     device: str = "auto"
-    model: str = "demo"
-    weights: str | None = None
-    data: str | None = None
+    like: dict | None = None        # the stored run's config: model, data, exemplar settings
     id: str = ""
     status: str = "queued"          # queued, running, done, failed
     task: str = ""
@@ -96,5 +94,4 @@ def _describe(exc: Exception) -> str:
 def _run_with_precompute(job: RerunJob, progress) -> str:
     from precompute import rerun_neuron
     return rerun_neuron(job.store, job.layer, job.unit, method=job.method, k=job.k, steps=job.steps,
-                        seed=job.seed, device=job.device, progress=progress, model=job.model,
-                        weights=job.weights, data=job.data)
+                        seed=job.seed, device=job.device, progress=progress, like=job.like)

@@ -451,10 +451,23 @@ def build_atlas(config: BuildConfig, progress: Progress | None = None) -> BuildS
     return AtlasBuilder(config, progress).run()
 
 
+# settings a rerun takes from the run it is compared with, unless it overrides them
+INHERITED = ("model", "weights", "data", "top_n", "m", "thumbs_per_facet", "pca_codes", "max_images",
+             "input_size", "mean", "std")
+
+
 def rerun_neuron(store_dir: str | Path, layer: str, unit: int, method: str = "mfv", k: int = 10,
                  steps: int = 200, seed: int = 0, device: str = "auto", progress: Progress | None = None,
-                 model: str = "demo", weights: str | None = None, data: str | None = None) -> str:
-    """Synthesize one neuron with other settings; saved to the store as its own run. Returns the run id."""
-    config = BuildConfig(out=str(store_dir), model=model, weights=weights, data=data, layers=(layer,),
-                         units=(unit,), methods=(method,), k=k, steps=steps, seed=seed, device=device)
+                 like: dict | None = None) -> str:
+    """Synthesize one neuron with other settings; saved to the store as its own run. Returns the run id.
+
+    `like` is a stored run's config (runs.config_json): model, weights, data and the exemplar
+    settings come from it, so only what the caller changes (method, k, steps, seed) differs.
+    """
+    inherited = {key: value for key, value in (like or {}).items() if key in INHERITED}
+    for key in ("mean", "std"):
+        if inherited.get(key) is not None:
+            inherited[key] = tuple(inherited[key])
+    config = BuildConfig(out=str(store_dir), layers=(layer,), units=(unit,), methods=(method,), k=k, steps=steps,
+                         seed=seed, device=device, **inherited)
     return build_atlas(config, progress).run_ids[method]

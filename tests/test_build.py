@@ -152,3 +152,23 @@ def test_nan_weights_fail_the_neuron_and_the_run_goes_on(tmp_path, demo_weights)
     status = {u: (s, r) for u, s, r in query(tmp_path / "b", "SELECT unit, status, reason FROM neurons")}
     assert status[2] == ("failed", "NaN/Inf activation on training images")
     assert status[0] == ("failed", "NaN/Inf in the embedding codes of its exemplars")   # fc6/0 fires
+
+
+def test_rerun_inherits_the_stored_runs_settings(small_store, tmp_path):
+    import json
+    import shutil
+    from precompute.build import rerun_neuron
+    store, summary = small_store
+    copy = tmp_path / "copy"
+    shutil.copytree(store / "parts", copy / "parts")
+    (config,) = query(store, f"SELECT config_json FROM runs WHERE run_id = '{summary.run_ids['mfv']}'")[0]
+    like = json.loads(config)
+    # same settings as the stored run: the same run, nothing to redo
+    assert rerun_neuron(copy, "fc8", 1, k=3, steps=30, device="cpu", like=like) == summary.run_ids["mfv"]
+    # another k: a new run that keeps the stored run's data and exemplar settings
+    new = rerun_neuron(copy, "fc8", 1, k=2, steps=30, device="cpu", like=like)
+    assert new != summary.run_ids["mfv"]
+    (new_config,) = query(copy, f"SELECT config_json FROM runs WHERE run_id = '{new}'")[0]
+    new_config = json.loads(new_config)
+    assert new_config["k"] == 2 and new_config["max_images"] == 2000 and new_config["top_n"] == 60
+    assert query(copy, f"SELECT count(*) FROM facets WHERE run_id = '{new}'") == [(2,)]

@@ -44,8 +44,7 @@ with st.form("rerun"):
 
 if submitted:
     job = RerunJob(store=str(ui.store_dir()), layer=layer, unit=int(unit), method=method, k=int(k), steps=int(steps),
-                   seed=int(seed), device=device, model=config.get("model", "demo"), weights=config.get("weights"),
-                   data=config.get("data"))
+                   seed=int(seed), device=device, like=config)
     ui.set_params(job=queue().submit(job), layer=layer, unit=int(unit), method=method, k=int(k),
                   steps=int(steps), seed=int(seed))
 
