@@ -43,7 +43,7 @@ class BuildConfig:
     model: str = "demo"
     weights: str | None = None
     data: str | None = None
-    layers: tuple[str, ...] | None = None     # None: every layer
+    layers: tuple[str, ...] | None = None     # None: every layer of the demo, fc8 of other models
     units: tuple[int, ...] | None = None      # None: every unit
     methods: tuple[str, ...] = ("mfv",)
     top_n: int = 300          # exemplars of a hidden unit
