@@ -31,7 +31,7 @@ from .facets import FacetFinder, diversity_null, facet_diversity
 from .images import thumbnail, to_png
 from .models import REPO_ROOT, ModelSpec, load_model
 from .store import SCHEMA_VERSION, Store
-from .synthesis import Schedule, center_bias_schedule, measure, mfv_schedule, noise_init, render
+from .synthesis import PRECISIONS, Schedule, center_bias_schedule, measure, mfv_schedule, noise_init, render
 
 METHODS = ("mfv", "center-bias", "noise")
 Progress = Callable[[str, int, int], None]   # (task, done, total)
@@ -60,12 +60,15 @@ class BuildConfig:
     input_size: int | None = None   # preprocessing overrides (default: the model's own)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    precision: str = "fp32"         # "bf16": synthesis under bfloat16 autocast (faster on GPUs and AMX CPUs)
 
     def identity(self, method: str, weights_sha256: str, dataset: str) -> dict:
         """What determines a run's results (not where or how fast it runs)."""
         keep = ("model", "top_n", "k", "m", "steps", "seed", "thumbs_per_facet", "pca_codes", "max_images")
         ident = {key: getattr(self, key) for key in keep}
         ident |= {key: getattr(self, key) for key in ("input_size", "mean", "std") if getattr(self, key) is not None}
+        if self.precision != "fp32":
+            ident["precision"] = self.precision
         ident.update(method=method, model_sha256=weights_sha256, dataset=dataset)
         if method != "mfv":   # baselines use no data
             for key in ("top_n", "k", "m", "thumbs_per_facet", "pca_codes", "dataset", "max_images"):
@@ -86,6 +89,7 @@ class BuildSummary:
 def validate(config: BuildConfig) -> None:
     for method in config.methods:
         choose("method", method, METHODS)
+    choose("precision", config.precision, PRECISIONS)
     for name in ("top_n", "k", "m", "steps", "batch_size", "chunk_units", "max_images"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise AtlasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
@@ -400,7 +404,7 @@ class AtlasBuilder:
                                 device=self.device)
             init = torch.stack([j[3] for j in batch]).to(self.device)
             with self._timed("synthesis"):
-                final = render(self.spec, layer, units, init, schedule, keys)
+                final = render(self.spec, layer, units, init, schedule, keys, precision=self.config.precision)
                 before, after = measure(self.spec, layer, units, init), measure(self.spec, layer, units, final)
             for i, (unit, facet, size, _) in enumerate(batch):
                 rows.append({
@@ -453,7 +457,7 @@ def build_atlas(config: BuildConfig, progress: Progress | None = None) -> BuildS
 
 # settings a rerun takes from the run it is compared with, unless it overrides them
 INHERITED = ("model", "weights", "data", "top_n", "m", "thumbs_per_facet", "pca_codes", "max_images",
-             "input_size", "mean", "std")
+             "input_size", "mean", "std", "precision")
 
 
 def rerun_neuron(store_dir: str | Path, layer: str, unit: int, method: str = "mfv", k: int = 10,

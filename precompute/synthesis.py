@@ -181,10 +181,15 @@ def _lerp(pair: tuple[float, float], i: int, n: int) -> float:
     return pair[0] + (pair[1] - pair[0]) * (i / max(1, n - 1))
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 def render(spec: ModelSpec, layer: str, units: torch.Tensor, init: torch.Tensor,
-           schedule: Schedule, keys: torch.Tensor, progress=None) -> torch.Tensor:
+           schedule: Schedule, keys: torch.Tensor, progress=None, precision: str = "fp32") -> torch.Tensor:
     """Maximize unit `units[i]` of `layer` for image i, starting from `init[i]` (pixels in [0, 1]).
 
+    precision="bf16" runs the network's forward and backward under bfloat16 autocast (fast on
+    GPUs and on CPUs with AMX); the canvas, its updates and TV denoising stay in float32.
     Returns the final images at the network's input size, on init's device.
     """
     info = spec.layers[layer]
@@ -203,7 +208,9 @@ def render(spec: ModelSpec, layer: str, units: torch.Tensor, init: torch.Tensor,
             padded = F.pad(canvas, (schedule.jitter,) * 4, mode="reflect") if schedule.jitter else canvas
             offsets = torch.stack([hash_keys(keys, done, 1), hash_keys(keys, done, 2)], 1) % (room + 2 * schedule.jitter + 1)
             view = crop(padded, offsets, size)
-            gain = objective(net(spec.preprocess(view))[layer], stage.objective)
+            with torch.autocast(canvas.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                out = net(spec.preprocess(view))[layer]
+            gain = objective(out.float(), stage.objective)
             (grad,) = torch.autograd.grad(gain.sum(), canvas)
             with torch.no_grad():
                 if weights is not None:

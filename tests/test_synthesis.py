@@ -86,3 +86,18 @@ def test_tv_denoise_matches_scikit_image():
     ours = tv_denoise(torch.from_numpy(image)[None, None], 0.1, iters=10)[0, 0].numpy()
     theirs = denoise_tv_chambolle(image, weight=0.1, eps=0, max_num_iter=10)
     np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_bf16_autocast_reaches_the_same_activations_as_fp32(demo_spec):
+    """bf16 takes each image down a slightly different path (the ascent is chaotic), so images
+    differ; what it must keep is the result: every image gains, and the mean final activation
+    stays within 5% of fp32's."""
+    keys = torch.arange(16)
+    units = torch.arange(16) % 10
+    init = noise_init(keys, (1, 28, 28), "cpu")
+    schedule = mfv_schedule(28, 30)
+    start = measure(demo_spec, "fc8", units, init)["act"]
+    fp32 = measure(demo_spec, "fc8", units, render(demo_spec, "fc8", units, init, schedule, keys))["act"]
+    bf16 = measure(demo_spec, "fc8", units, render(demo_spec, "fc8", units, init, schedule, keys, precision="bf16"))["act"]
+    assert (bf16 > start).all()
+    assert abs(bf16.mean() - fp32.mean()) / fp32.mean() < 0.05
