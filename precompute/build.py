@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import subprocess
 import time
 import zlib
@@ -61,6 +62,7 @@ class BuildConfig:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     precision: str = "fp32"         # "bf16": synthesis under bfloat16 autocast (faster on GPUs and AMX CPUs)
+    workers: int | None = None      # processes for facet finding (default: one per CPU core)
 
     def identity(self, method: str, weights_sha256: str, dataset: str) -> dict:
         """What determines a run's results (not where or how fast it runs)."""
@@ -90,7 +92,7 @@ def validate(config: BuildConfig) -> None:
     for method in config.methods:
         choose("method", method, METHODS)
     choose("precision", config.precision, PRECISIONS)
-    for name in ("top_n", "k", "m", "steps", "batch_size", "chunk_units", "max_images"):
+    for name in ("top_n", "k", "m", "steps", "batch_size", "chunk_units", "max_images", "workers"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise AtlasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
     if config.k > config.top_n:
@@ -189,6 +191,7 @@ class AtlasBuilder:
                                config.seed).to(self.device)
         self.units = _select_units(self.spec, config)
         self.batch_size = config.batch_size or max(4, round(320 * (28 / self.spec.input_shape[1]) ** 2))
+        self.workers = config.workers or os.cpu_count() or 1
         self.store = Store(config.out)
         self.images = None          # the dataset (ImageSet or FolderSet), read when MFV needs it
         self.codes: Codes | None = None
@@ -330,6 +333,7 @@ class AtlasBuilder:
 
     def _mfv_chunk(self, layer: str, units: list[int]):
         neurons, jobs, exemplars, thumbnails = [], [], _columns("exemplars"), []
+        todo = []   # (row, ids, acts, codes) of the neurons that get facets
         for unit in units:
             ids, acts, status, reason = self._exemplar_set(layer, unit)
             row = _neuron_row(self.spec, layer, unit, status, reason, len(ids))
@@ -340,12 +344,15 @@ class AtlasBuilder:
             if not np.isfinite(codes).all():   # e.g. a NaN unit upstream poisons the embedding layer
                 row.update(status="failed", reason="NaN/Inf in the embedding codes of its exemplars")
                 continue
-            with self._timed("facets"):
-                found = self.finder.fit(codes)
-                row.update(k=found.k, max_activation=float(acts.max()),
-                           facet_diversity=_none_if_nan(facet_diversity(codes, found.labels)),
-                           diversity_null=_none_if_nan(diversity_null(codes, found.labels, self.config.seed)))
-                row.update(_top_class(self.images, ids))
+            todo.append((row, ids, acts, codes))
+        with self._timed("facets"):
+            found_all = self.finder.fit_many([codes for *_, codes in todo], self.workers)
+        for (row, ids, acts, codes), found in zip(todo, found_all):
+            unit = row["unit"]
+            row.update(k=found.k, max_activation=float(acts.max()),
+                       facet_diversity=_none_if_nan(facet_diversity(codes, found.labels)),
+                       diversity_null=_none_if_nan(diversity_null(codes, found.labels, self.config.seed)))
+            row.update(_top_class(self.images, ids))
             self._add_exemplars(exemplars, layer, unit, ids, acts, found)
             thumbnails += self._new_thumbnails(ids, found)
             for facet, members in enumerate(self.finder.init_members(found)):

@@ -75,6 +75,8 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
                    help="use only the first N training images (quick trials; default: all)")
     r = parser.add_argument_group("resources and store")
     r.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default auto)")
+    r.add_argument("--workers", type=int, default=None,
+                   help="processes for facet finding (t-SNE), one neuron each (default: one per CPU core)")
     r.add_argument("--precision", default="fp32", help="fp32 (default) or bf16: synthesis under bfloat16 "
                                                         "autocast, faster on GPUs and AMX CPUs")
     r.add_argument("--batch-size", type=int, default=None,
@@ -118,7 +120,8 @@ def _config(args, out: str, methods_default):
         methods=args.methods or methods_default, top_n=args.top_n, k=args.k, m=args.m, steps=args.steps,
         seed=args.seed, batch_size=args.batch_size, chunk_units=args.chunk_units, device=args.device,
         thumbs_per_facet=args.thumbs_per_facet, pca_codes=args.pca_codes, max_images=args.max_images,
-        input_size=args.input_size, mean=args.mean, std=args.std, precision=args.precision)
+        input_size=args.input_size, mean=args.mean, std=args.std, precision=args.precision,
+        workers=args.workers)
 
 
 def _report(summary) -> None:

@@ -6,12 +6,16 @@ Facets are numbered by cluster size, largest first.
 """
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
 
 from .errors import AtlasError
 
@@ -48,6 +52,12 @@ class FacetFinder:
         self.k, self.m, self.seed, self.perplexity = k, m, seed, perplexity
 
     def fit(self, codes: np.ndarray) -> Facets:
+        # one thread: the t-SNE's sums then do not depend on how many cores the machine has,
+        # so a seed gives the same facets everywhere (neurons run in parallel instead)
+        with threadpool_limits(1):
+            return self._fit(codes)
+
+    def _fit(self, codes: np.ndarray) -> Facets:
         codes = np.asarray(codes, dtype=np.float32)
         n = len(codes)
         if n == 0:
@@ -93,9 +103,32 @@ class FacetFinder:
             nearest.append(members[np.argsort(d, kind="stable")])
         return Facets(pca, tsne, labels, dist, nearest)
 
+    def fit_many(self, code_sets: list[np.ndarray], workers: int = 1) -> list[Facets]:
+        """`fit` for many neurons, spread over `workers` processes (same results as one by one)."""
+        if workers <= 1 or len(code_sets) < 2:
+            return [self.fit(codes) for codes in code_sets]
+        return list(_pool(workers).map(self.fit, code_sets))
+
     def init_members(self, facets: Facets) -> list[np.ndarray]:
         """Per facet, the (up to) m exemplars nearest its centroid: their mean is the init image."""
         return [members[: self.m] for members in facets.nearest]
+
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes for `fit_many`: single-threaded t-SNEs of several neurons at once beat one
+    multi-threaded t-SNE at a time (1.7x on 2 cores, measured)."""
+    if workers not in _POOLS:   # spawned, not forked: forking a process that runs torch threads can hang
+        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return _POOLS[workers]
+
+
+@atexit.register
+def _shutdown_pools() -> None:
+    for pool in _POOLS.values():
+        pool.shutdown(cancel_futures=True)
 
 
 def _mean_pairwise_cosine_distance(vectors: np.ndarray) -> float:

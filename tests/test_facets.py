@@ -85,3 +85,13 @@ def test_facet_diversity_separates_real_facets_from_random_splits():
     halves = np.arange(len(one_group)) % 2
     assert facet_diversity(one_group, halves) < 0.1
     assert np.isnan(facet_diversity(codes, np.zeros(len(codes), int)))
+
+
+def test_fit_many_in_worker_processes_equals_one_by_one():
+    sets = [blobs(n_per=30, k=3, seed=s)[0] for s in range(4)]
+    finder = FacetFinder(k=3, m=10, seed=0)
+    alone = [finder.fit(codes) for codes in sets]
+    pooled = finder.fit_many(sets, workers=2)
+    for a, b in zip(alone, pooled):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_allclose(a.tsne, b.tsne, rtol=1e-4, atol=1e-4)
