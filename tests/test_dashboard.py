@@ -135,3 +135,11 @@ def test_a_rerun_runs_in_the_background_and_is_saved_as_a_new_run(tmp_path, monk
     from dashboard.sql import run_readonly
     runs = run_readonly(store / "atlas.duckdb", "SELECT method, config_json FROM runs WHERE method = 'noise' ORDER BY created_at")
     assert len(runs) == 2 and '"steps": 12' in runs["config_json"][1]
+
+
+def test_switching_to_a_smaller_layer_keeps_the_unit_in_range():
+    at = page("neuron", layer="fc7", unit=200, facet=1)
+    at.sidebar.selectbox[-1].set_value("fc8").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.title[0].value.endswith("fc8/9")                      # 200 clamped to the last class
+    assert "facet" not in at.query_params                            # the old highlight is dropped

@@ -24,11 +24,13 @@ if not 0 <= unit < n_units:
     st.stop()
 
 cols = st.sidebar.columns(2)
+asked = (layer, unit)
 layer = cols[0].selectbox("Layer", names, index=names.index(layer))
-unit = cols[1].number_input("Unit", 0, int(layers.set_index("layer").loc[layer, "n_units"]) - 1, min(unit, n_units - 1))
-row = data.neuron(ui.store(), ui.version(), run["run_id"], layer, int(unit))
-selected = ui.param("facet", None, int)
-ui.set_params(run=run["run_id"], layer=layer, unit=int(unit))
+n_units = int(layers.set_index("layer").loc[layer, "n_units"])
+unit = int(cols[1].number_input("Unit", 0, n_units - 1, min(unit, n_units - 1)))
+row = data.neuron(ui.store(), ui.version(), run["run_id"], layer, unit)
+selected = ui.param("facet", None, int) if (layer, unit) == asked else None   # a highlight belongs to its neuron
+ui.set_params(run=run["run_id"], layer=layer, unit=unit, facet=selected)
 if row is None:
     st.title(f"{layer}/{unit}")
     st.info("This neuron is not in the store yet (its layer or unit was not built).")
@@ -45,13 +47,13 @@ meta[4].metric("Top exemplar activation", ui.fmt(row["max_activation"], 1))
 if row["top_class"]:
     st.caption(f"Exemplars are mostly **{row['top_class']}** ({row['top_class_share']:.0%}).")
 st.page_link(ui.PAGE_FILES["rerun"], label="Rerun this neuron with other settings", icon=":material/replay:",
-                                  query_params={"layer": layer, "unit": str(unit), "run": run["run_id"]})
+             query_params={"layer": layer, "unit": str(unit), "run": run["run_id"]})
 if row["status"] != "ok":
     st.warning(f"This neuron is **{row['status']}**: {row['reason']}. MFV has no facets for it; "
                "the from-noise results below show what would turn it on.")
 
-facets = data.facets(ui.store(), ui.version(), run["run_id"], layer, int(unit))
-exemplars = data.exemplars(ui.store(), ui.version(), run["run_id"], layer, int(unit))
+facets = data.facets(ui.store(), ui.version(), run["run_id"], layer, unit)
+exemplars = data.exemplars(ui.store(), ui.version(), run["run_id"], layer, unit)
 
 if not facets.empty:
     st.subheader("Facets")
@@ -97,7 +99,7 @@ if not exemplars.empty:
             st.query_params["facet"] = str(facet_id)
             st.rerun()
 
-others = data.other_methods(ui.store(), ui.version(), run["model_sha256"], layer, int(unit), run["run_id"])
+others = data.other_methods(ui.store(), ui.version(), run["model_sha256"], layer, unit, run["run_id"])
 if not others.empty:
     st.subheader("Other methods and reruns")
     st.caption("Plain activation maximization from noise, center-biased regularization, and any reruns "
