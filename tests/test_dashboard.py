@@ -143,3 +143,8 @@ def test_switching_to_a_smaller_layer_keeps_the_unit_in_range():
     assert not at.exception, [e.message for e in at.exception]
     assert at.title[0].value.endswith("fc8/9")                      # 200 clamped to the last class
     assert "facet" not in at.query_params                            # the old highlight is dropped
+
+
+def test_atlas_survives_hand_edited_links():
+    at = page(layer="fc8", dmin="1.5", dmax="0.2", page="99", sort="nonsense")
+    assert "of 10 neurons in `fc8` match" in texts(at)        # range reordered, page clamped, sort defaulted

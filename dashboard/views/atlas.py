@@ -28,8 +28,8 @@ search = top[1].text_input("Search", ui.param("q", ""), placeholder="label, clas
                            help="Matches the neuron's label, its exemplars' majority class, or its unit number.")
 sorts = list(data.SORTS)
 sort = top[2].selectbox("Sort by", sorts, index=sorts.index(ui.param("sort", sorts[0])) if ui.param("sort") in sorts else 0)
-lo, hi = ui.param("dmin", 0.0, float), ui.param("dmax", 2.0, float)
-div_range = top[3].slider("Facet diversity", 0.0, 2.0, (max(0.0, min(lo, 2.0)), max(0.0, min(hi, 2.0))), step=0.05,
+lo, hi = sorted(max(0.0, min(v, 2.0)) for v in (ui.param("dmin", 0.0, float), ui.param("dmax", 2.0, float)))
+div_range = top[3].slider("Facet diversity", 0.0, 2.0, (lo, hi), step=0.05,
                           help="Distance between a neuron's facets relative to the spread of its exemplars "
                                "(0: no more different than random splits; ~1: as different as single images).")
 include_unscored = st.checkbox("Include neurons without a diversity score (dead units, single-facet neurons)",
