@@ -23,5 +23,6 @@ pages = [
     st.Page(VIEWS / "rerun.py", title="Rerun", icon=":material/replay:", url_path="rerun"),
 ]
 page = st.navigation(pages)
+ui.open_store()
 ui.sidebar()
 page.run()

@@ -22,15 +22,23 @@ def _database(folder: str, parts_mtime: float) -> str:
     return str(ensure_database(folder))
 
 
-def store() -> str:
-    """The atlas.duckdb to query: the store's own, or one consolidated from its Parquet parts."""
+def open_store() -> None:
+    """Find this script run's database once (the router calls it before every page): looking
+    for newer Parquet parts stats every part file, too much to repeat for each query."""
     from precompute.store import Store
     folder = store_dir()
-    return _database(str(folder), Store(folder).newest_part_mtime())
+    database = _database(str(folder), Store(folder).newest_part_mtime())
+    st.session_state["atlas_database"] = database
+    st.session_state["atlas_version"] = data.version(Path(database))
+
+
+def store() -> str:
+    """The atlas.duckdb to query: the store's own, or one consolidated from its Parquet parts."""
+    return st.session_state["atlas_database"]
 
 
 def version() -> float:
-    return data.version(Path(store()))
+    return st.session_state["atlas_version"]
 
 
 def require_store() -> None:

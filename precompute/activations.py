@@ -93,9 +93,9 @@ def scan(spec: ModelSpec, dataset, layers: list[str], top_n: int, device: torch.
             scores = torch.nan_to_num(scores, nan=-torch.inf, posinf=-torch.inf)
             tops[name] = _merge_top(tops[name], scores, on_device, top_n)
         readable[idx] = True
-        if class_of_label is not None:
+        if class_of_label is not None:   # gather on the device: only one logit per image comes back
             target = class_of_label[dataset.labels[idx]]
-            mine = out[logits].float().cpu().gather(1, target.clamp(min=0)[:, None])[:, 0]
+            mine = out[logits].float().gather(1, target.clamp(min=0).to(device)[:, None])[:, 0].cpu()
             own_logit[idx] = torch.where(target >= 0, mine, torch.nan)
         if keep_codes:
             code_ids.append(idx)

@@ -1,6 +1,6 @@
 """Image datasets: what the scan streams through and what inits and thumbnails are cut from.
 
-A dataset has `name`, `classes`, `labels` (one per image), `len()`, `pixels(indices)` (float
+A dataset has `classes`, `labels` (one per image), `len()`, `pixels(indices)` (float
 pixels in [0, 1], N x C x H x W), `batches(batch_size)` (an iterator of (indices, pixels)) and
 `skipped` (unreadable files). `ImageSet` holds small datasets in memory (the demo's
 Fashion-MNIST, read with torchvision's reader from ``--data DIR``, Debian's
@@ -29,7 +29,6 @@ _RAW_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 @dataclass
 class ImageSet:
     """Images as uint8 N x C x H x W, with integer labels and class names."""
-    name: str
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
@@ -41,7 +40,7 @@ class ImageSet:
         """The first n images (all when n is None)."""
         if n is None or n >= len(self):
             return self
-        return ImageSet(f"{self.name}[:{n}]", self.images[:n], self.labels[:n], self.classes)
+        return ImageSet(self.images[:n], self.labels[:n], self.classes)
 
     skipped = 0   # nothing unreadable in memory
 
@@ -109,7 +108,6 @@ def load_fashion_mnist(train: bool = True, data_dir: str | Path | None = None) -
                 "install it with 'apt-get install dataset-fashion-mnist' or pass --data DIR "
                 "holding train-images-idx3-ubyte(.gz) and the other idx files") from None
     return ImageSet(
-        name="fashion-mnist-train" if train else "fashion-mnist-test",
         images=dataset.data.unsqueeze(1).contiguous(),
         labels=dataset.targets.clone(),
         classes=list(FASHION_CLASSES),

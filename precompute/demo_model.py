@@ -15,6 +15,7 @@ from torch import nn
 from .data import ImageSet
 
 DEMO_LAYERS = ("conv1", "conv2", "conv3", "fc6", "fc7", "fc8")
+PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530   # Fashion-MNIST training pixels
 
 
 class DemoNet(nn.Module):
@@ -51,7 +52,7 @@ class DemoNet(nn.Module):
 
 def demo_preprocess(pixels: torch.Tensor) -> torch.Tensor:
     """Pixels in [0, 1] -> network input (Fashion-MNIST mean/std)."""
-    return (pixels - 0.2860) / 0.3530
+    return (pixels - PIXEL_MEAN) / PIXEL_STD
 
 
 def train_demo_model(train: ImageSet, test: ImageSet, epochs: int = 6, seed: int = 0,

@@ -63,7 +63,6 @@ class FolderSet:
             raise AtlasError(f"no images in {str(root)!r}: expected one sub-folder per class holding "
                              f"{', '.join(EXTENSIONS)} files")
         files, labels = files[:max_images], labels[:max_images]
-        self.name = f"folder:{root.resolve()}" + (f"[:{max_images}]" if max_images else "")
         self.labels = torch.tensor(labels)
         self.files = _Files(files, size, channels)
         self.workers = min(4, os.cpu_count() or 1) if workers is None else workers

@@ -78,8 +78,7 @@ class ModelSpec:
 
     @property
     def embedding_dim(self) -> int:
-        return self.layers[self.aliases.get("fc7", self.embedding_node)].n_units \
-            if self.aliases.get("fc7", self.embedding_node) in self.layers else 0
+        return self.layers[self.aliases["fc7"]].n_units
 
     def resolve(self, name: str) -> str:
         """A layer name or alias -> the node name; AtlasError listing the valid ones otherwise."""
@@ -96,8 +95,9 @@ class ModelSpec:
         return self.layers[self.resolve(name)]
 
     def _describe(self, node: str) -> LayerInfo:
+        device = next(self.module.parameters()).device
         with torch.no_grad():
-            out = self.extractor((node,))(torch.zeros(1, *self.input_shape))[node]
+            out = self.extractor((node,))(torch.zeros(1, *self.input_shape, device=device))[node]
         if not isinstance(out, torch.Tensor) or out.dim() not in (2, 4):
             raise AtlasError(f"layer {node!r} has output {tuple(getattr(out, 'shape', ()))}; only conv "
                              "(C x H x W) and fc (C) outputs can be visualized")
@@ -180,17 +180,24 @@ def _discover(module: nn.Module, input_shape: tuple) -> tuple[dict[str, LayerInf
         raise AtlasError("the model has no conv or linear layers to visualize")
     logits = picked[-1]
     embedding = names[names.index(logits) - 1]          # the representation the classifier reads
-    nodes = list(dict.fromkeys([*picked, embedding]))
+    nodes = sorted(set(picked) | {embedding}, key=names.index)
+    return _layer_infos(module, nodes, input_shape, logits, embedding), {"fc8": logits, "fc7": embedding}, tuple(names)
+
+
+def _layer_infos(module: nn.Module, nodes: list[str], input_shape: tuple, logits: str,
+                 embedding: str) -> dict[str, LayerInfo]:
+    """Kind, output shape and role of each node (one dummy forward); nodes that are neither
+    conv (C x H x W) nor fc (C) outputs are left out."""
     with torch.no_grad():
-        outputs = create_feature_extractor(module, return_nodes=nodes, suppress_diff_warning=True).eval()(torch.zeros(1, *input_shape))
+        net = create_feature_extractor(module, return_nodes=nodes, suppress_diff_warning=True).eval()
+        outputs = net(torch.zeros(1, *input_shape))
     layers = {}
-    for name in sorted(nodes, key=names.index):
+    for name in nodes:
         shape = tuple(outputs[name].shape[1:])
-        if len(shape) not in (1, 3):
-            continue
-        role = "logits" if name == logits else "embedding" if name == embedding else "hidden"
-        layers[name] = LayerInfo(name, "conv" if len(shape) == 3 else "fc", shape, role)
-    return layers, {"fc8": logits, "fc7": embedding}, tuple(names)
+        if len(shape) in (1, 3):
+            role = "logits" if name == logits else "embedding" if name == embedding else "hidden"
+            layers[name] = LayerInfo(name, "conv" if len(shape) == 3 else "fc", shape, role)
+    return layers
 
 
 def _no_inplace(module: nn.Module) -> nn.Module:
@@ -213,24 +220,15 @@ def generic_spec(name: str, module: nn.Module, weights_sha256: str, input_size: 
 
 def demo_spec(weights: Path) -> ModelSpec:
     from .data import FASHION_CLASSES
-    from .demo_model import DemoNet
+    from .demo_model import DEMO_LAYERS, PIXEL_MEAN, PIXEL_STD, DemoNet
 
     module = DemoNet(len(FASHION_CLASSES))
     sha = _apply_weights(module, weights)
     module.eval().requires_grad_(False)
-    layers = {}
-    with torch.no_grad():
-        outputs = create_feature_extractor(module, return_nodes=list(DEMO_NODES)).eval()(torch.zeros(1, 1, 28, 28))
-    for name in DEMO_NODES:
-        shape = tuple(outputs[name].shape[1:])
-        role = "logits" if name == "fc8" else "embedding" if name == "fc7" else "hidden"
-        layers[name] = LayerInfo(name, "conv" if len(shape) == 3 else "fc", shape, role)
-    return ModelSpec(name="demo", module=module, preprocess=Normalize((0.2860,), (0.3530,)), input_shape=(1, 28, 28),
-                     layers=layers, embedding_node="relu7", class_names=list(FASHION_CLASSES), weights_sha256=sha,
-                     aliases={"fc8": "fc8", "fc7": "fc7"}, graph_nodes=tuple(DEMO_NODES))
-
-
-DEMO_NODES = ("conv1", "conv2", "conv3", "fc6", "fc7", "fc8")
+    layers = _layer_infos(module, list(DEMO_LAYERS), (1, 28, 28), logits="fc8", embedding="fc7")
+    return ModelSpec(name="demo", module=module, preprocess=Normalize((PIXEL_MEAN,), (PIXEL_STD,)),
+                     input_shape=(1, 28, 28), layers=layers, embedding_node="relu7", class_names=list(FASHION_CLASSES),
+                     weights_sha256=sha, aliases={"fc8": "fc8", "fc7": "fc7"}, graph_nodes=DEMO_LAYERS)
 
 
 def imagenet_classes() -> list[str]:

@@ -69,6 +69,7 @@ def job_status(job_id: str) -> None:
 
 
 def show_result(job) -> None:
+    ui.open_store()   # the rerun rebuilt the database after this page's run began
     version = ui.version()
     old = data.facets(ui.store(), version, run["run_id"], job.layer, job.unit)
     new = data.facets(ui.store(), version, job.run_id, job.layer, job.unit)
