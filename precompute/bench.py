@@ -4,8 +4,8 @@ In one process, on the same model, image size and step count, it times
   1. this engine, batched (every facet in one forward/backward; fp32, and bf16 autocast),
   2. the same algorithm facet by facet (the naive loop),
   3. Lucent (torch-lucent, requirements-bench.txt), one render_vis per neuron, as users run it,
-  4. facet discovery as the engine runs it (neurons in worker processes) against scikit-learn's
-     TSNE one neuron at a time (and openTSNE if installed),
+  4. the facet-discovery stage as the engine runs it (batched t-SNE in worker processes) against
+     the same stage with scikit-learn's TSNE, one neuron at a time and in worker processes,
 on the demo model (28 px) and EfficientNet-Lite0 (224 px), and reports facets per second and
 the achieved FLOP/s of the synthesis loop against a measured matrix-multiply peak.
 """
@@ -26,7 +26,7 @@ from .models import REPO_ROOT, load_model
 from .synthesis import UnitObjective, measure, mfv_schedule, noise_init, render
 
 CASES = {  # model -> (layer, facets, steps); small enough for 2 CPU cores
-    "demo": ("fc8", 64, 50),
+    "demo": ("fc8", 128, 50),
     "efficientnet-lite0": ("fc8", 8, 10),
 }
 
@@ -108,38 +108,72 @@ def synthesis_rows(model: str, device: torch.device) -> list[dict]:
     return rows
 
 
-def facet_discovery_rows(neurons: int = 24, n: int = 300) -> list[dict]:
-    """t-SNE pipelines on exemplar-set-sized inputs (fc7 codes of the demo's top-300 sets)."""
+def sklearn_stage(codes: np.ndarray) -> np.ndarray:
+    """The facet-discovery stage with scikit-learn's TSNE (the engine's route before it had its own)."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
+    pca = PCA(min(50, *codes.shape), svd_solver="full", random_state=0).fit_transform(codes)
+    embedding = TSNE(2, init="pca", random_state=0).fit_transform(pca)
+    return KMeans(10, n_init=4, random_state=0).fit_predict(embedding)
 
+
+def _exemplar_sets(hidden: int, classes: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """fc7 codes of the demo's exemplar sets: top-300 sets of fc7 units, and whole classes (fc8)."""
     from .activations import scan
     from .data import load_fashion_mnist
-    from .facets import FacetFinder
-
     spec = load_model("demo")
     images = load_fashion_mnist(train=True)
-    result = scan(spec, images, ["fc7"], n, torch.device("cpu"), batch_size=1000)
-    sets = [result.codes.take(result.layers["fc7"].top_indices[u]).numpy() for u in range(neurons)]
+    result = scan(spec, images, ["fc7"], 300, torch.device("cpu"), batch_size=1000)
+    top = [result.codes.take(result.layers["fc7"].top_indices[u]).numpy() for u in range(hidden)]
+    whole = [result.codes.take(torch.nonzero(images.labels == c)[:, 0]).numpy() for c in range(classes)]
+    return top, whole
+
+
+def facet_discovery_rows(hidden: int = 32, classes: int = 1) -> list[dict]:
+    """The facet-discovery stage (PCA-50, t-SNE, k-means) on the demo's exemplar sets, by route."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from .facets import FacetFinder
+    top, whole = _exemplar_sets(hidden, classes)
     finder = FacetFinder()
     workers = os.cpu_count() or 1
-    finder.fit_many(sets[:workers], workers)   # start the worker processes outside the timing
-    rows = [{"route": f"engine: PCA-50, t-SNE (scikit-learn Barnes-Hut), k-means; {workers} worker processes",
-             "seconds": _timed(lambda: finder.fit_many(sets, workers))},
-            {"route": "engine pipeline, one neuron at a time", "seconds": _timed(lambda: [finder.fit(c) for c in sets])},
-            {"route": "scikit-learn TSNE alone", "seconds": _timed(
-                lambda: [TSNE(2, init="pca", random_state=0).fit_transform(finder._pca(codes)) for codes in sets])}]
-    try:
-        from openTSNE import TSNE as OpenTSNE
-        rows.append({"route": "openTSNE alone (2 threads)", "seconds": _timed(
-            lambda: [OpenTSNE(n_jobs=2, random_state=0, verbose=False).fit(finder._pca(codes)) for codes in sets])})
-    except ImportError:
-        pass
+    finder.fit_many(top[:workers], workers)   # start the worker processes outside the timing
+    rows = []
+    for sets, kind in ((top, f"{len(top[0])} exemplars (hidden units)"), (whole, f"{len(whole[0])} exemplars (a class)")):
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            list(pool.map(sklearn_stage, top[:workers]))   # warm-up
+            routes = [
+                ("scikit-learn TSNE, one neuron at a time (its own threads)", lambda: [sklearn_stage(c) for c in sets]),
+                (f"scikit-learn TSNE, {workers} worker processes (this engine before)", lambda: list(pool.map(sklearn_stage, sets))),
+                (f"engine, {workers} worker processes", lambda: finder.fit_many(sets, workers)),
+                ("engine, one process", lambda: finder.fit_many(sets, 1)),
+            ]
+            for route, run in routes:
+                rows.append({"sets": kind, "route": route, "neurons": len(sets), "seconds": _timed(run)})
     for row in rows:
-        row["neurons"], row["per_neuron_s"] = neurons, row["seconds"] / neurons
+        row["per_neuron_s"] = row["seconds"] / row["neurons"]
     return rows
 
 
-def report(synth: list[dict], discovery: list[dict], peak: float, device: torch.device) -> str:
+# The full demo build (every neuron; mfv, center-bias and noise) before the performance work, on this
+# machine's 2 cores: scikit-learn t-SNE one neuron at a time, fp32 synthesis in batches of 320.
+BUILD_BEFORE = {"seconds": 935.0, "timings": {"scan": 17.0, "facets": 524.0, "synthesis": 384.0}}   # README at 8602b8a^
+
+
+def build_row(device: torch.device) -> dict:
+    """Time the full demo build into a scratch folder, as `python -m precompute demo` runs it."""
+    import tempfile
+
+    from .build import BuildConfig, build_atlas
+    with tempfile.TemporaryDirectory() as scratch:
+        config = BuildConfig(out=scratch, methods=("mfv", "center-bias", "noise"), device=str(device))
+        summary = build_atlas(config)
+    return {"seconds": summary.seconds, "timings": summary.timings, "neurons": summary.neurons_built}
+
+
+def report(synth: list[dict], discovery: list[dict], peak: float, device: torch.device, build: dict | None = None) -> str:
     lines = [f"# Benchmarks\n\nMeasured by `python -m precompute.bench` on {device} "
              f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}); "
              f"matrix-multiply peak measured at {peak / 1e9:.0f} GFLOP/s (fp32).\n",
@@ -154,11 +188,25 @@ def report(synth: list[dict], discovery: list[dict], peak: float, device: torch.
             lines.append(f"| {model} | {r['method']} | {r['facets']} | {r['steps']} | {r['seconds']:.2f} | "
                          f"{r['facets_per_s']:.2f} | {r['ms_per_image_step']:.3f} | {gf} | "
                          f"{naive['seconds'] / r['seconds']:.1f}x |")
-    lines += ["", "## Facet discovery (PCA, t-SNE, k-means) on demo exemplar sets of 300\n",
-              "| route | neurons | seconds | per neuron | vs. scikit-learn TSNE |", "|---|---|---|---|---|"]
-    sklearn = next(r["seconds"] for r in discovery if r["route"] == "scikit-learn TSNE alone")
-    lines += [f"| {r['route']} | {r['neurons']} | {r['seconds']:.2f} | {r['per_neuron_s']:.3f} s | "
-              f"{sklearn / r['seconds']:.1f}x |" for r in discovery]
+    lines += ["", "## Facet discovery (PCA-50, t-SNE, k-means with k=10) on the demo's exemplar sets\n",
+              "Engine route: batched exact t-SNE in torch (precompute/tsne.py) for sets of up to 1,500 points, "
+              "openTSNE's Barnes-Hut for larger ones (a class neuron's whole class).\n",
+              "| exemplar sets | route | neurons | seconds | per neuron | vs. scikit-learn TSNE | vs. the engine before |",
+              "|---|---|---|---|---|---|---|"]
+    for kind in dict.fromkeys(r["sets"] for r in discovery):
+        rows = [r for r in discovery if r["sets"] == kind]
+        plain, before = rows[0]["seconds"], rows[1]["seconds"]
+        lines += [f"| {kind} | {r['route']} | {r['neurons']} | {r['seconds']:.2f} | {r['per_neuron_s']:.3f} s | "
+                  f"{plain / r['seconds']:.1f}x | {before / r['seconds']:.1f}x |" for r in rows]
+    if build:
+        def phases(row):
+            return ", ".join(f"{name} {row['timings'].get(name, 0):.0f} s" for name in ("scan", "facets", "synthesis"))
+        lines += ["", "## Full demo build (746 neurons x mfv, center-bias, noise)\n",
+                  "| build | wall | phases | speed-up |", "|---|---|---|---|",
+                  f"| before this engine's performance work | {BUILD_BEFORE['seconds'] / 60:.1f} min | "
+                  f"{phases(BUILD_BEFORE)} | 1.0x |",
+                  f"| now | {build['seconds'] / 60:.1f} min | {phases(build)} | "
+                  f"{BUILD_BEFORE['seconds'] / build['seconds']:.1f}x |"]
     return "\n".join(lines) + "\n"
 
 
@@ -168,12 +216,14 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", default="demo,efficientnet-lite0", help="comma-separated (default: both)")
     parser.add_argument("--out", default=str(REPO_ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--build", action="store_true", help="also time the full demo build (minutes)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     peak = matmul_peak(device)
     synth = [row for model in args.models.split(",") for row in synthesis_rows(model.strip(), device)]
     discovery = facet_discovery_rows()
-    text = report(synth, discovery, peak, device)
+    build = build_row(device) if args.build else None
+    text = report(synth, discovery, peak, device, build)
     Path(args.out).write_text(text)
     print(text)
     print(f"written to {args.out}")

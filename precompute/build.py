@@ -61,7 +61,7 @@ class BuildConfig:
     input_size: int | None = None   # preprocessing overrides (default: the model's own)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    precision: str = "fp32"         # "bf16": synthesis under bfloat16 autocast (faster on GPUs and AMX CPUs)
+    precision: str = "auto"         # fp32, bf16 (autocast) or auto: bf16 where the hardware runs it natively
     workers: int | None = None      # processes for facet finding (default: one per CPU core)
 
     def identity(self, method: str, weights_sha256: str, dataset: str) -> dict:
@@ -91,7 +91,7 @@ class BuildSummary:
 def validate(config: BuildConfig) -> None:
     for method in config.methods:
         choose("method", method, METHODS)
-    choose("precision", config.precision, PRECISIONS)
+    choose("precision", config.precision, PRECISIONS + ("auto",))
     for name in ("top_n", "k", "m", "steps", "batch_size", "chunk_units", "max_images", "workers"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise AtlasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
@@ -112,6 +112,25 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise AtlasError(f"unknown device {name!r}; valid devices: auto, cpu, cuda, cuda:N")
     return device
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """auto -> bf16 on GPUs with bfloat16 and on CPUs with AMX or AVX512-BF16 (there it is 1.8x
+    faster and lands within 5% of fp32's activations, see tests), else fp32."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return "bf16" if native else "fp32"
+
+
+def default_batch_size(input_size: int, device: torch.device) -> int:
+    """Images per synthesis batch. A GPU wants large batches; a CPU wants the batch's activations
+    to stay in cache: on the demo (28 px, 2 cores, bf16) 128 images run 1.3x faster per
+    image-step than 320."""
+    per_28px = 320 if device.type == "cuda" else 128
+    return max(4, round(per_28px * (28 / input_size) ** 2))
 
 
 def code_version() -> str:
@@ -182,15 +201,16 @@ class AtlasBuilder:
 
     def __init__(self, config: BuildConfig, progress: Progress | None = None):
         validate(config)
-        self.config = config
-        self.progress = progress or (lambda task, done, total: None)
         self.device = resolve_device(config.device)
+        # the run records the precision used, so its id says what the machine actually ran
+        self.config = config = dataclasses.replace(config, precision=resolve_precision(config.precision, self.device))
+        self.progress = progress or (lambda task, done, total: None)
         if config.model != "demo" and not config.data:
             raise AtlasError(f"model {config.model!r} needs --data DIR: an image folder with one sub-folder per class")
         self.spec = load_model(config.model, config.weights, config.input_size, config.mean, config.std,
                                config.seed).to(self.device)
         self.units = _select_units(self.spec, config)
-        self.batch_size = config.batch_size or max(4, round(320 * (28 / self.spec.input_shape[1]) ** 2))
+        self.batch_size = config.batch_size or default_batch_size(self.spec.input_shape[1], self.device)
         self.workers = config.workers or os.cpu_count() or 1
         self.store = Store(config.out)
         self.images = None          # the dataset (ImageSet or FolderSet), read when MFV needs it

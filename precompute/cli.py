@@ -77,10 +77,10 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
     r.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default auto)")
     r.add_argument("--workers", type=int, default=None,
                    help="processes for facet finding (t-SNE), one neuron each (default: one per CPU core)")
-    r.add_argument("--precision", default="fp32", help="fp32 (default) or bf16: synthesis under bfloat16 "
-                                                        "autocast, faster on GPUs and AMX CPUs")
+    r.add_argument("--precision", default="auto", help="fp32, bf16 (synthesis under bfloat16 autocast) or auto "
+                                                        "(default): bf16 on GPUs and on CPUs with AMX/AVX512-BF16")
     r.add_argument("--batch-size", type=int, default=None,
-                   help="images per synthesis batch (default: 320 at 28 px, scaled down by input area)")
+                   help="images per synthesis batch (default at 28 px: 128 on CPU, 320 on GPU; scaled down by input area)")
     r.add_argument("--chunk-units", type=int, default=d.chunk_units,
                    help=f"neurons per committed chunk (default {d.chunk_units})")
     r.add_argument("--thumbs-per-facet", type=int, default=d.thumbs_per_facet,

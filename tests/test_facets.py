@@ -95,3 +95,24 @@ def test_fit_many_in_worker_processes_equals_one_by_one():
     for a, b in zip(alone, pooled):
         np.testing.assert_array_equal(a.labels, b.labels)
         np.testing.assert_allclose(a.tsne, b.tsne, rtol=1e-4, atol=1e-4)
+
+
+def test_batched_tsne_gives_a_neuron_the_same_embedding_alone_or_in_a_batch():
+    from precompute import tsne
+    sets = [blobs(n_per=40, k=3, seed=s)[0] for s in range(3)]
+    alone = tsne.embed_many(sets[:1])[0]
+    batched = tsne.embed_many(sets)[0]
+    np.testing.assert_allclose(alone, batched, rtol=1e-5, atol=1e-6)
+
+
+def test_batched_tsne_embeds_as_faithfully_as_scikit_learn():
+    from sklearn.manifold import TSNE, trustworthiness
+    from sklearn.metrics import adjusted_rand_score
+
+    from precompute import tsne
+    codes, truth = blobs(n_per=60, k=4, seed=5)
+    ours = tsne.embed_many([codes])[0]
+    theirs = TSNE(2, init="pca", random_state=0).fit_transform(codes)
+    assert trustworthiness(codes, ours, n_neighbors=10) >= trustworthiness(codes, theirs, n_neighbors=10) - 0.01
+    labels = FacetFinder(k=4, m=15, seed=0).fit(codes).labels
+    assert adjusted_rand_score(truth, labels) == 1.0
