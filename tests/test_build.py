@@ -47,6 +47,18 @@ def test_runs_record_their_config_and_seed(small_store):
         assert config["method"] == method and config["seed"] == seed == 0
         assert config["k"] == 3 and config["steps"] == 30 and config["schedule"]["stages"]
         assert len(sha) == 64 and status == "complete"
+        assert config["precision"] in ("fp32", "bf16"), "auto is recorded as what actually ran"
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_runs_it(monkeypatch):
+    import torch
+    from precompute.build import resolve_precision
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert resolve_precision("auto", torch.device("cpu")) == "bf16"
 
 
 def test_mfv_neurons_facets_and_exemplars(small_store):

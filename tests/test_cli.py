@@ -22,6 +22,7 @@ def run(*args, timeout=120):
     (("build", "--out", "{tmp}", "--weights", "{garbage}"), "cannot read weights file"),
     (("build", "--out", "{tmp}", "-k", "50", "--top-n", "20"), "k=50 is larger than the exemplar set (top-n=20)"),
     (("build", "--out", "{tmp}", "--method", "deepdream"), "unknown method 'deepdream'; valid methods: mfv, center-bias, noise"),
+    (("build", "--out", "{tmp}", "--precision", "fp8"), "unknown precision 'fp8'; valid precisions: fp32, bf16, auto"),
     (("build", "--out", "{tmp}", "--device", "tpu"), "unknown device 'tpu'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
