@@ -108,6 +108,40 @@ def scan(spec: ModelSpec, dataset, layers: list[str], top_n: int, device: torch.
         readable=readable, own_class_logit=own_logit, codes=codes)
 
 
+def merge_scans(shards: list[ScanResult], top_n: int) -> ScanResult:
+    """One ScanResult from the scans of consecutive image ranges, given in image order.
+
+    Each shard was scanned as its own dataset (image indices from 0), so its indices are shifted
+    by the number of images before it. A unit's top N over all images is the top N of the shards'
+    top Ns, so this equals one `scan` over every image. Codes are kept only when every shard kept
+    them and all of them fit CODE_BUDGET_BYTES, as one pass would decide.
+    """
+    offsets = [0]
+    for shard in shards[:-1]:
+        offsets.append(offsets[-1] + len(shard.readable))
+    layers = {}
+    for name in shards[0].layers:
+        parts = [shard.layers[name] for shard in shards]
+        values = torch.cat([part.top_values for part in parts], 1)
+        indices = torch.cat([part.top_indices + offset for part, offset in zip(parts, offsets)], 1)
+        best, pos = values.topk(min(top_n, values.shape[1]), dim=1)
+        nonfinite = torch.stack([part.nonfinite for part in parts]).any(0)
+        layers[name] = LayerScan(best, indices.gather(1, pos), nonfinite)
+    return ScanResult(layers=layers, readable=torch.cat([shard.readable for shard in shards]),
+                      own_class_logit=torch.cat([shard.own_class_logit for shard in shards]),
+                      codes=_merge_codes(shards, offsets))
+
+
+def _merge_codes(shards: list[ScanResult], offsets: list[int]) -> Codes | None:
+    if any(shard.codes is None for shard in shards):
+        return None
+    values = torch.cat([shard.codes.values for shard in shards])
+    n_images = offsets[-1] + len(shards[-1].readable)
+    if n_images * values.shape[1] * 4 > CODE_BUDGET_BYTES:
+        return None
+    return Codes(torch.cat([shard.codes.ids + offset for shard, offset in zip(shards, offsets)]), values)
+
+
 @torch.no_grad()
 def embed(spec: ModelSpec, dataset, ids: torch.Tensor, device: torch.device, batch_size: int = 256) -> Codes:
     """Embedding codes of just the images `ids` (a second, partial pass for large datasets)."""
