@@ -130,7 +130,14 @@ class ChunkWorker:
     """A Ray actor: an AtlasBuilder with the model loaded and the driver's scan adopted."""
 
     def __init__(self, config: BuildConfig, threads: int, shared: list):
-        self.builder = _worker_builder(config, threads)
+        # A user error here (weights missing on this node...) is raised again by every call, so the
+        # driver gets it as that call's exception (one line), not as a dead actor that Ray restarts.
+        self.error = None
+        try:
+            self.builder = _worker_builder(config, threads)
+        except AtlasError as exc:
+            self.error = exc
+            return
         if shared:   # [a reference to] what AtlasBuilder._scan computed on the driver
             import ray
             shared, b = ray.get(shared[0]), self.builder
@@ -139,10 +146,14 @@ class ChunkWorker:
             b.thumbnailed = b.store.thumbnail_ids(b.dataset)
 
     def device(self) -> str:
+        if self.error:
+            raise self.error
         return str(self.builder.device)
 
     def build(self, method: str, run_id: str, layer: str, units: list[int]) -> dict[str, float]:
         """Build one chunk into the store; returns the seconds this took, by stage."""
+        if self.error:
+            raise self.error
         before = Counter(self.builder.timings)
         self.builder._build_chunk(method, run_id, layer, units)
         return dict(Counter(self.builder.timings) - before)
@@ -236,7 +247,7 @@ class RayAtlasBuilder(AtlasBuilder):
             raise
         except ray.exceptions.RayError as exc:
             lines = [line for line in str(exc).splitlines() if line.strip()]
-            raise AtlasError(f"a Ray worker failed {RETRIES + 1} times ({type(exc).__name__}: "
+            raise AtlasError(f"a Ray worker failed and was not recovered ({type(exc).__name__}: "
                              f"{lines[0] if lines else ''}); finished chunks are saved: run the same "
                              "command again to resume") from None
 
