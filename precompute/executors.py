@@ -186,6 +186,7 @@ class RayAtlasBuilder(AtlasBuilder):
         super().__init__(config, progress)
         self.connected_here = False
         self.slots = 0            # workers the cluster holds; set on connecting
+        self.shared: list = []    # [object ref] of what MFV workers share, held until the build ends
 
     def run(self):
         try:
@@ -290,7 +291,6 @@ class RayAtlasBuilder(AtlasBuilder):
         # MFV: the data and the merged scan go into the object store once, for every worker. The reference
         # is passed inside a list, so Ray does not resolve it for the constructor: the worker gets it itself,
         # also when restarted, while self.shared keeps the object alive until the build ends.
-        self.shared = []
         if self.scan is not None:
             images = self.images.subset(0, len(self.images))   # compact: `head` keeps a view of every image
             self.shared = [self.ray.put({"images": images, "scan": self.scan, "codes": self.codes,

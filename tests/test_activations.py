@@ -31,6 +31,17 @@ def test_merged_shards_equal_one_full_scan(demo_spec, images, bounds):
     assert torch.equal(merged.codes.ids, full.codes.ids) and torch.equal(merged.codes.values, full.codes.values)
 
 
+def test_ties_go_to_the_lower_image_index_however_the_images_are_split(demo_spec, images):
+    from precompute.data import ImageSet
+    twice = ImageSet(torch.cat([images.images[:350]] * 2), torch.cat([images.labels[:350]] * 2), images.classes)
+    full = _scan(demo_spec, twice, top_n=40)   # every activation is tied with the same image's copy
+    merged = merge_scans([_scan(demo_spec, twice.subset(a, b), 40) for a, b in ((0, 200), (200, 500), (500, 700))], 40)
+    for name, layer in full.layers.items():
+        assert torch.equal(merged.layers[name].top_indices, layer.top_indices), name
+        pairs = layer.top_indices.view(-1, 20, 2)   # each image, then its copy 350 later
+        assert bool((pairs[..., 1] == pairs[..., 0] + 350).all()), name
+
+
 def test_a_shard_smaller_than_top_n(demo_spec, images):
     full = _scan(demo_spec, images.head(130), top_n=60)
     merged = merge_scans([_scan(demo_spec, images.subset(0, 100), 60), _scan(demo_spec, images.subset(100, 130), 60)], 60)
