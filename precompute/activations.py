@@ -62,9 +62,19 @@ def _merge_top(state, scores: torch.Tensor, indices: torch.Tensor, top_n: int):
     if state is not None:
         values = torch.cat([state[0], values], 1)
         idx = torch.cat([state[1], idx], 1)
+    return _top(values, idx, top_n)
+
+
+def _top(values: torch.Tensor, indices: torch.Tensor, top_n: int):
+    """Per row, the top_n values and their image indices, ties to the lower image index.
+
+    `indices` must ascend along each row among equal values (true when earlier images come first).
+    A stable sort then orders by (value desc, image index asc): one total order, so the result does
+    not depend on how the images were batched or split (topk leaves the order of ties open, and
+    duplicate images, common in real datasets, tie exactly)."""
+    best, pos = values.sort(dim=1, descending=True, stable=True)
     keep = min(top_n, values.shape[1])
-    best, pos = values.topk(keep, dim=1)
-    return best, idx.gather(1, pos)
+    return best[:, :keep], indices.gather(1, pos[:, :keep])
 
 
 @torch.no_grad()
@@ -106,6 +116,39 @@ def scan(spec: ModelSpec, dataset, layers: list[str], top_n: int, device: torch.
     return ScanResult(
         layers={name: LayerScan(tops[name][0].cpu(), tops[name][1].cpu(), bad[name].cpu()) for name in layers},
         readable=readable, own_class_logit=own_logit, codes=codes)
+
+
+def merge_scans(shards: list[ScanResult], top_n: int) -> ScanResult:
+    """One ScanResult from the scans of consecutive image ranges, given in image order.
+
+    Each shard was scanned as its own dataset (image indices from 0), so its indices are shifted
+    by the number of images before it. A unit's top N over all images is the top N of the shards'
+    top Ns (ties to the lower image index in both), so this equals one `scan` over every image. Codes are kept only when every shard kept
+    them and all of them fit CODE_BUDGET_BYTES, as one pass would decide.
+    """
+    offsets = [0]
+    for shard in shards[:-1]:
+        offsets.append(offsets[-1] + len(shard.readable))
+    layers = {}
+    for name in shards[0].layers:
+        parts = [shard.layers[name] for shard in shards]
+        values = torch.cat([part.top_values for part in parts], 1)   # in image order, so ties stay
+        indices = torch.cat([part.top_indices + offset for part, offset in zip(parts, offsets)], 1)
+        nonfinite = torch.stack([part.nonfinite for part in parts]).any(0)
+        layers[name] = LayerScan(*_top(values, indices, top_n), nonfinite)
+    return ScanResult(layers=layers, readable=torch.cat([shard.readable for shard in shards]),
+                      own_class_logit=torch.cat([shard.own_class_logit for shard in shards]),
+                      codes=_merge_codes(shards, offsets))
+
+
+def _merge_codes(shards: list[ScanResult], offsets: list[int]) -> Codes | None:
+    if any(shard.codes is None for shard in shards):
+        return None
+    values = torch.cat([shard.codes.values for shard in shards])
+    n_images = offsets[-1] + len(shards[-1].readable)
+    if n_images * values.shape[1] * 4 > CODE_BUDGET_BYTES:
+        return None
+    return Codes(torch.cat([shard.codes.ids + offset for shard, offset in zip(shards, offsets)]), values)
 
 
 @torch.no_grad()

@@ -63,6 +63,11 @@ class BuildConfig:
     std: tuple[float, ...] | None = None
     precision: str = "auto"         # fp32, bf16 (autocast) or auto: bf16 where the hardware runs it natively
     workers: int | None = None      # processes for facet finding (default: one per CPU core)
+    executor: str = "local"         # "ray": scan shards and chunks as Ray tasks (precompute.executors)
+    ray_address: str | None = None  # Ray only: the cluster (default: RAY_ADDRESS, `ray start`, else a local one)
+    gpus_per_task: float | None = None   # Ray only: GPUs per worker (default: 1 if the cluster has GPUs)
+    cpus_per_task: int | None = None     # Ray only: CPU cores per worker, its torch threads (default 1)
+    ray_workers: int | None = None       # Ray only: worker actors (default: as many as the cluster holds)
 
     def identity(self, method: str, weights_sha256: str, dataset: str) -> dict:
         """What determines a run's results (not where or how fast it runs)."""
@@ -98,6 +103,8 @@ def validate(config: BuildConfig) -> None:
     if config.k > config.top_n:
         raise AtlasError(f"k={config.k} is larger than the exemplar set (top-n={config.top_n}); "
                          f"use k <= {config.top_n} or a larger --top-n")
+    from .executors import check_options   # does not import ray
+    check_options(config)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -150,6 +157,10 @@ def image_key(seed: int, method: str, layer: str, unit: int, facet: int) -> int:
 def schedule_for(method: str, spec: ModelSpec, steps: int) -> Schedule:
     size = spec.input_shape[1]
     return center_bias_schedule(size, steps) if method == "center-bias" else mfv_schedule(size, steps)
+
+
+def scan_batch_size(spec: ModelSpec) -> int:
+    return max(16, round(1000 * (28 / spec.input_shape[1]) ** 2))   # 1000 at 28 px, 16 at 224
 
 
 def list_layers(model: str = "demo", weights: str | None = None) -> list[dict]:
@@ -221,6 +232,7 @@ class AtlasBuilder:
         self.finder = FacetFinder(config.k, config.m, config.seed)
         self.timings: Counter = Counter()
         self.dataset = dataset_name(config)
+        self.run_device = str(self.device)   # what runs.device records (the Ray executor: its workers')
 
     # ---- runs -------------------------------------------------------------------------
     def run_id(self, method: str) -> str:
@@ -240,7 +252,7 @@ class AtlasBuilder:
             "finished_at": now if status == "complete" else None, "status": status,
             "model": self.config.model, "model_sha256": self.spec.weights_sha256, "dataset": self.dataset,
             "method": method, "config_json": json.dumps(config, sort_keys=True, default=str),
-            "seed": self.config.seed, "device": str(self.device), "code_version": code_version(),
+            "seed": self.config.seed, "device": self.run_device, "code_version": code_version(),
             "seconds": seconds + ((previous[0]["seconds"] or 0.0) if previous else 0.0),
             "schema_version": SCHEMA_VERSION}])
         for depth, (name, info) in enumerate(self.spec.layers.items()):
@@ -258,32 +270,40 @@ class AtlasBuilder:
             done = self.store.completed_units(run_id)
             todo[method] = (run_id, {layer: [u for u in units if (layer, u) not in done]
                                      for layer, units in self.units.items()})
-        built = 0
         mfv_layers = [layer for layer, units in todo.get("mfv", ("", {}))[1].items() if units]
         if mfv_layers:
             self._scan(mfv_layers)
+        runs = []   # (method, run_id, units left by layer) of the runs with work left
         for method, (run_id, layers) in todo.items():
-            remaining = sum(len(units) for units in layers.values())
-            if not remaining:   # a build killed after its last chunk still gets its run marked complete
-                previous = self.store.read("runs", run_id)
-                if previous and previous[0]["status"] != "complete":
-                    self._write_run(method, run_id, 0.0, "complete")
+            if any(layers.values()):
+                runs.append((method, run_id, layers))
                 continue
-            method_start, done = time.perf_counter(), 0
-            self._write_run(method, run_id, 0.0, "running")
-            for layer, units in layers.items():
-                for i in range(0, len(units), self.config.chunk_units):
-                    chunk = units[i:i + self.config.chunk_units]
-                    self._build_chunk(method, run_id, layer, chunk)
-                    done += len(chunk)
-                    self.progress(f"{method} neurons", done, remaining)
-            built += done
-            self._write_run(method, run_id, time.perf_counter() - method_start, "complete")
+            # a build killed after its last chunk still gets its run marked complete
+            previous = self.store.read("runs", run_id)
+            if previous and previous[0]["status"] != "complete":
+                self._write_run(method, run_id, 0.0, "complete")
+        built = self._build_runs(runs)
         with self._timed("consolidate"):
             self.store.consolidate()
         return BuildSummary(self.store.root, {m: r for m, (r, _) in todo.items()}, built,
                             time.perf_counter() - start, dict(self.timings),
                             self.images.skipped if self.images is not None else 0)
+
+    def _build_runs(self, runs: list[tuple[str, str, dict[str, list[int]]]]) -> int:
+        """Build every chunk of these runs, one run after the other; returns the neurons built.
+        The Ray executor replaces this (precompute.executors)."""
+        built = 0
+        for method, run_id, layers in runs:
+            remaining = sum(len(units) for units in layers.values())
+            method_start, done = time.perf_counter(), 0
+            self._write_run(method, run_id, 0.0, "running")
+            for layer, chunk in chunks(layers, self.config.chunk_units):
+                self._build_chunk(method, run_id, layer, chunk)
+                done += len(chunk)
+                self.progress(f"{method} neurons", done, remaining)
+            built += done
+            self._write_run(method, run_id, time.perf_counter() - method_start, "complete")
+        return built
 
     @contextmanager
     def _timed(self, name: str):
@@ -309,15 +329,18 @@ class AtlasBuilder:
         if self.config.k > smallest_class:
             raise AtlasError(f"k={self.config.k} is larger than the smallest class ({smallest_class} images)")
         with self._timed("scan"):
-            scan_batch = max(16, round(1000 * (28 / self.spec.input_shape[1]) ** 2))   # 1000 at 28 px, 16 at 224
-            self.scan = scan(self.spec, self.images, layers, self.config.top_n, self.device, batch_size=scan_batch,
-                             progress=lambda d, t: self.progress("scan images", d, t),
-                             class_of_label=self.class_of_label)
+            self.scan = self._scan_images(layers)
         self.codes = self.scan.codes
         if self.codes is None:   # too many images to keep every code: embed just the exemplars
             needed = [torch.as_tensor(self._exemplar_set(layer, unit)[0]) for layer in layers for unit in self.units[layer]]
             with self._timed("embed"):
                 self.codes = embed(self.spec, self.images, torch.cat(needed), self.device)
+
+    def _scan_images(self, layers: list[str]) -> ScanResult:
+        """One pass over the images (the Ray executor splits it by image ranges)."""
+        return scan(self.spec, self.images, layers, self.config.top_n, self.device,
+                    batch_size=scan_batch_size(self.spec), progress=lambda d, t: self.progress("scan images", d, t),
+                    class_of_label=self.class_of_label)
 
     def _build_chunk(self, method: str, run_id: str, layer: str, units: list[int]) -> None:
         name = f"{run_id}__{layer}__{units[0]:05d}"
@@ -444,6 +467,14 @@ class AtlasBuilder:
         return rows
 
 
+def chunks(layers: dict[str, list[int]], size: int):
+    """(layer, units) chunks of at most `size` units. A resumed build re-chunks what is left the same
+    way, since whole chunks are done or not, so a redone chunk overwrites its own unfinished parts."""
+    for layer, units in layers.items():
+        for i in range(0, len(units), size):
+            yield layer, units[i:i + size]
+
+
 def _columns(table: str) -> dict[str, list]:
     from .store import SCHEMAS
     return {name: [] for name in SCHEMAS[table].names if name != "run_id"}
@@ -479,6 +510,9 @@ def _summarize(neurons: list[dict], facets: list[dict]) -> None:
 
 def build_atlas(config: BuildConfig, progress: Progress | None = None) -> BuildSummary:
     """Build or resume the atlas described by `config`; returns what was done."""
+    if config.executor == "ray":
+        from .executors import RayAtlasBuilder   # only now: Ray is an optional dependency
+        return RayAtlasBuilder(config, progress).run()
     return AtlasBuilder(config, progress).run()
 
 

@@ -17,6 +17,7 @@ EPILOG = """examples:
   python -m precompute layers --model demo        # addressable layers, kind and unit counts
   python -m precompute build --model demo --layers fc8,fc7,conv3 --out data/my-atlas
   python -m precompute build --model demo --layers fc8 --units 0,3 --method mfv,noise --out /tmp/a
+  python -m precompute build --model demo --out /shared/atlas --executor ray --ray-address auto   # on a Ray cluster
 
 query the result with any DuckDB client:
   duckdb data/demo/atlas.duckdb "SELECT layer, unit, label, facet_diversity FROM neurons
@@ -85,6 +86,20 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
                    help=f"neurons per committed chunk (default {d.chunk_units})")
     r.add_argument("--thumbs-per-facet", type=int, default=d.thumbs_per_facet,
                    help=f"exemplar thumbnails stored per facet, nearest first; -1 for all (default {d.thumbs_per_facet})")
+    x = parser.add_argument_group("scaling out (Ray: pip install -r requirements-ray.txt)")
+    x.add_argument("--executor", default=d.executor, metavar="{local,ray}",
+                   help="local (default): build in this process; ray: split the image scan and the neuron chunks "
+                        "over the workers of a Ray cluster (one progress bar; rerun the command to resume)")
+    x.add_argument("--ray-address", metavar="ADDRESS", help="the Ray cluster: auto (the one 'ray start' started on this machine), "
+                                         "HOST:6379 (its head node), ray://HOST:10001 (Ray Client) or local (a new "
+                                         "one here); default: $RAY_ADDRESS, else a cluster started here with 'ray "
+                                         "start', else a new local one")
+    x.add_argument("--gpus-per-task", type=float, metavar="N", help="GPUs per Ray worker, fractions share a GPU "
+                                                       "(default: 1 if the cluster has GPUs, else 0)")
+    x.add_argument("--cpus-per-task", type=int, metavar="N", help="CPU cores per Ray worker: its torch threads and t-SNE "
+                                                     "processes (default 1)")
+    x.add_argument("--ray-workers", type=int, metavar="N", help="Ray workers to start (default: as many as the cluster's free "
+                                                   "CPUs and GPUs hold at the sizes above)")
     r.add_argument("--no-pca-codes", dest="pca_codes", action="store_false", default=not demo,
                    help="do not store each exemplar's PCA-50 code" + (" (the demo never does)" if demo else ""))
 
@@ -121,7 +136,8 @@ def _config(args, out: str, methods_default):
         seed=args.seed, batch_size=args.batch_size, chunk_units=args.chunk_units, device=args.device,
         thumbs_per_facet=args.thumbs_per_facet, pca_codes=args.pca_codes, max_images=args.max_images,
         input_size=args.input_size, mean=args.mean, std=args.std, precision=args.precision,
-        workers=args.workers)
+        workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+        gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, ray_workers=args.ray_workers)
 
 
 def _report(summary) -> None:

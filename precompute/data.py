@@ -42,6 +42,11 @@ class ImageSet:
             return self
         return ImageSet(self.images[:n], self.labels[:n], self.classes)
 
+    def subset(self, start: int, end: int) -> "ImageSet":
+        """Images [start, end) as a dataset of their own, indexed from 0 (one shard of a split scan)."""
+        return ImageSet(self.images[start:end].clone(), self.labels[start:end].clone(), self.classes)   # not a view:
+        # pickled (to a Ray worker) it then carries its own images, not the whole set's storage
+
     skipped = 0   # nothing unreadable in memory
 
     def pixels(self, indices) -> torch.Tensor:

@@ -5,6 +5,7 @@ DataLoader workers. A file that cannot be read is skipped and counted, never fat
 """
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -70,6 +71,15 @@ class FolderSet:
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def subset(self, start: int, end: int) -> "FolderSet":
+        """Images [start, end) as a dataset of their own, indexed from 0 (one shard of a split scan)."""
+        part = copy.copy(self)
+        part.files = copy.copy(self.files)
+        part.files.files = self.files.files[start:end]
+        part.labels = self.labels[start:end].clone()
+        part.skipped = 0
+        return part
 
     def batches(self, batch_size: int, device=None):
         """(indices, pixels) batches of the readable images; unreadable ones are counted in `skipped`."""

@@ -29,6 +29,11 @@ class TerminalProgress:
             bar.close()
             self.bars.pop(task, None)
 
+    def note(self, task: str, text: str) -> None:
+        """Extra state shown after a task's bar (e.g. how many workers are busy)."""
+        if task in self.bars:
+            self.bars[task].set_postfix_str(text)
+
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()

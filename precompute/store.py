@@ -61,6 +61,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "thumbnails": pa.schema([("dataset", pa.string()), ("image_id", pa.int64()), ("png", pa.binary())]),
 }
 TABLES = tuple(SCHEMAS)
+CHUNK_TABLES = ("facets", "exemplars")   # rows of a chunk's neurons: they count once its `neurons` part exists
 
 
 class Store:
@@ -112,7 +113,10 @@ class Store:
         return max((p.stat().st_mtime for p in (self.root / "parts").glob("*/*.parquet")), default=0.0)
 
     def consolidate(self, target: Path | None = None) -> Path:
-        """(Re)build atlas.duckdb (or `target`) from every part file, atomically, as real tables."""
+        """(Re)build atlas.duckdb (or `target`) from the part files, atomically, as real tables.
+
+        Safe while a build writes parts (a distributed build calls it as chunks finish): the facets and
+        exemplars of a chunk whose `neurons` part is not written yet are left out until it is."""
         target = Path(target) if target else self.db_path
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
@@ -120,6 +124,8 @@ class Store:
         try:
             for table, schema in SCHEMAS.items():
                 files = sorted((self.root / "parts" / table).glob("*.parquet"))
+                if table in CHUNK_TABLES:   # only finished chunks: a chunk being (re)built is not half-shown
+                    files = [f for f in files if self.part_path("neurons", f.stem).exists()]
                 con.register("empty_arrow", pa.Table.from_pylist([], schema=schema))
                 con.execute(f"CREATE TABLE {table} AS SELECT * FROM empty_arrow")
                 con.unregister("empty_arrow")

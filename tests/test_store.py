@@ -41,6 +41,20 @@ def test_thumbnails_of_an_unfinished_chunk_do_not_count(tmp_path):
     assert store.thumbnail_ids("d") == {5}
 
 
+def test_consolidate_leaves_out_the_rows_of_an_unfinished_chunk(tmp_path):
+    store = Store(tmp_path)
+    _write_some(store)
+    store.write("facets", "r__fc6__00000", [{"run_id": "r", "layer": "fc6", "unit": 0, "facet": 0}])
+    store.write("exemplars", "r__fc6__00000", [{"run_id": "r", "layer": "fc6", "unit": 0, "image_id": 1}])
+    con = duckdb.connect(str(store.consolidate()), read_only=True)
+    assert con.execute("SELECT (SELECT count(*) FROM facets) + (SELECT count(*) FROM exemplars)").fetchone() == (0,)
+    con.close()
+    store.write("neurons", "r__fc6__00000", [{"run_id": "r", "layer": "fc6", "unit": 0, "label": "0", "status": "ok"}])
+    con = duckdb.connect(str(store.consolidate()), read_only=True)
+    assert con.execute("SELECT (SELECT count(*) FROM facets), (SELECT count(*) FROM exemplars)").fetchone() == (1, 1)
+    con.close()
+
+
 def test_ensure_database_uses_a_fresh_database_and_rebuilds_a_stale_one(tmp_path):
     store = Store(tmp_path)
     _write_some(store)
