@@ -230,6 +230,7 @@ class AtlasBuilder:
         self.thumbnailed: set[int] = set()   # image ids with a thumbnail in the store
         self.scan: ScanResult | None = None
         self.finder = FacetFinder(config.k, config.m, config.seed)
+        self.prefetched: dict[tuple, Callable[[], list]] = {}   # (layer, units) -> facets being found
         self.timings: Counter = Counter()
         self.dataset = dataset_name(config)
         self.run_device = str(self.device)   # what runs.device records (the Ray executor: its workers')
@@ -293,6 +294,9 @@ class AtlasBuilder:
         """Build every chunk of these runs, one run after the other; returns the neurons built.
         The Ray executor replaces this (precompute.executors)."""
         built = 0
+        for method, run_id, layers in runs:
+            if method == "mfv":
+                self._prefetch_facets(layers)
         for method, run_id, layers in runs:
             remaining = sum(len(units) for units in layers.values())
             method_start, done = time.perf_counter(), 0
@@ -374,9 +378,9 @@ class AtlasBuilder:
             return np.empty(0, np.int64), np.empty(0), "dead", f"never fires on the {int(self.scan.readable.sum())} training images"
         return ids[fires].numpy(), values[fires].double().numpy(), "ok", None
 
-    def _mfv_chunk(self, layer: str, units: list[int]):
-        neurons, jobs, exemplars, thumbnails = [], [], _columns("exemplars"), []
-        todo = []   # (row, ids, acts, codes) of the neurons that get facets
+    def _facet_inputs(self, layer: str, units: list[int]) -> tuple[list[dict], list[tuple]]:
+        """Each unit's neuron row, and (row, ids, acts, codes) of the units that get facets."""
+        neurons, todo = [], []
         for unit in units:
             ids, acts, status, reason = self._exemplar_set(layer, unit)
             row = _neuron_row(self.spec, layer, unit, status, reason, len(ids))
@@ -388,8 +392,23 @@ class AtlasBuilder:
                 row.update(status="failed", reason="NaN/Inf in the embedding codes of its exemplars")
                 continue
             todo.append((row, ids, acts, codes))
+        return neurons, todo
+
+    def _prefetch_facets(self, layers: dict[str, list[int]]) -> None:
+        """Start finding the facets of every MFV chunk in the worker processes now: they then run
+        while this process synthesizes earlier chunks, on the cycles synthesis leaves idle."""
+        if self.workers < 2:
+            return
+        for layer, units in chunks(layers, self.config.chunk_units):
+            _, todo = self._facet_inputs(layer, units)
+            self.prefetched[(layer, tuple(units))] = self.finder.submit_many([c for *_, c in todo], self.workers)
+
+    def _mfv_chunk(self, layer: str, units: list[int]):
+        jobs, exemplars, thumbnails = [], _columns("exemplars"), []
+        neurons, todo = self._facet_inputs(layer, units)
         with self._timed("facets"):
-            found_all = self.finder.fit_many([codes for *_, codes in todo], self.workers)
+            pending = self.prefetched.pop((layer, tuple(units)), None)
+            found_all = pending() if pending else self.finder.fit_many([codes for *_, codes in todo], self.workers)
         for (row, ids, acts, codes), found in zip(todo, found_all):
             unit = row["unit"]
             row.update(k=found.k, max_activation=float(acts.max()),

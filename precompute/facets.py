@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -67,15 +69,22 @@ class FacetFinder:
     def fit_many(self, code_sets: list[np.ndarray], workers: int = 1) -> list[Facets]:
         """Facets of many neurons, spread over `workers` processes; a neuron's facets do not
         depend on `workers` or on which neurons it is batched with."""
-        tasks = _split(code_sets, workers)
-        if workers <= 1 or len(tasks) < 2:
+        if workers <= 1 or len(_split(code_sets, workers)) < 2:
             return self._fit_batch(code_sets)
-        results = _pool(workers).map(self._fit_batch, [[code_sets[i] for i in task] for task in tasks])
-        out: list[Facets | None] = [None] * len(code_sets)
-        for task, facets in zip(tasks, results):
-            for i, found in zip(task, facets):
-                out[i] = found
-        return out
+        return self.submit_many(code_sets, workers)()
+
+    def submit_many(self, code_sets: list[np.ndarray], workers: int) -> Callable[[], list[Facets]]:
+        """Start `fit_many` in the worker processes; returns a function that waits for the result."""
+        tasks = _split(code_sets, workers)
+        futures = [_pool(workers).submit(self._fit_batch, [code_sets[i] for i in task]) for task in tasks]
+
+        def result() -> list[Facets]:
+            out: list[Facets | None] = [None] * len(code_sets)
+            for task, future in zip(tasks, futures):
+                for i, found in zip(task, future.result()):
+                    out[i] = found
+            return out
+        return result
 
     def _fit_batch(self, code_sets: list[np.ndarray]) -> list[Facets]:
         # one thread: sums then do not depend on the machine's core count, so a seed gives the
@@ -174,9 +183,11 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     """Worker processes for `fit_many`, each single-threaded: on 2 cores, two processes of one
     thread beat one process of two threads by 1.7x for scikit-learn's t-SNE, and by far more for
     the batched t-SNE, whose many small tensor ops stall at every thread barrier when another
-    process holds a core."""
+    process holds a core. They run at the lowest priority: a build finds the next chunks' facets
+    while it synthesizes, and the synthesis threads must not wait on them at every barrier."""
     if workers not in _POOLS:   # spawned, not forked: forking a process that runs torch threads can hang
-        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                              initializer=os.nice, initargs=(19,))
     return _POOLS[workers]
 
 
