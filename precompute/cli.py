@@ -56,8 +56,8 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
                                                          "(default: every layer of the demo, fc8 of other models)")
         g.add_argument("--units", type=_int_list, help="comma-separated unit indices (default: all)")
     g.add_argument("--method", dest="methods", type=_name_list, default=None,
-                   help="comma-separated: mfv, center-bias, noise "
-                        f"(default: {'all three' if demo else 'mfv'})")
+                   help="comma-separated: mfv, center-bias, noise, diversity (Lucid's objective: k images "
+                        f"per neuron pushed apart in style) (default: {'all four' if demo else 'mfv'})")
     g.add_argument("--data", help="demo: folder with the Fashion-MNIST idx files (default: "
                                   "/usr/share/datasets/fashion-mnist); other models: an image folder with one "
                                   "sub-folder per class (ImageNet train layout)")
@@ -137,8 +137,8 @@ def _report(summary) -> None:
 def cmd_demo(args, progress) -> None:
     from .demo_train import ensure_demo_weights
     ensure_demo_weights(retrain=args.retrain, data=args.data, progress=progress)
-    from .build import build_atlas
-    _report(build_atlas(_config(args, args.out, ("mfv", "center-bias", "noise")), progress))
+    from .build import METHODS, build_atlas
+    _report(build_atlas(_config(args, args.out, METHODS), progress))
 
 
 def cmd_build(args, progress) -> None:
