@@ -9,7 +9,8 @@ from tqdm import tqdm
 class TerminalProgress:
     """One tqdm bar per task; a new task closes the previous bar."""
 
-    UNITS = {"scan images": "img", "train demo model": "step"}
+    UNITS = {"scan images": "img", "train demo model": "step", "train second demo model": "step",
+             "evaluate images": "img"}
 
     def __init__(self, stream=sys.stderr):
         self.stream = stream
