@@ -44,6 +44,16 @@ def small_store(tmp_path_factory, demo_weights):
 
 
 @pytest.fixture(scope="session")
+def evaluated_store(tmp_path_factory, small_store):
+    """A copy of the small store with its evaluations (python -m precompute evaluate)."""
+    import shutil
+    from precompute.evaluate import evaluate_store
+    out = tmp_path_factory.mktemp("evaluated") / "atlas"
+    shutil.copytree(small_store[0] / "parts", out / "parts")
+    return out, evaluate_store(out, device="cpu")
+
+
+@pytest.fixture(scope="session")
 def photo_folder(tmp_path_factory):
     """A small ImageNet-layout folder: augmented crops of two photos that ship with scikit-image
     (a cat, a cup of espresso), folders named after their ImageNet classes, plus one corrupt file."""
