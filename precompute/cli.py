@@ -119,6 +119,7 @@ EVALUATE_EPILOG = """what it measures, per run (one per method) and neuron, then
   top1_model_b                      share top-1 under a second, differently seeded demo model
   image_diversity                   spread of a neuron's k images' fc7 codes / spread of its exemplars'
   image_spread                      the same spread, raw (no exemplars needed)
+  init_diversity                    MFV: image_diversity of the facets' init (mean) images
   facet_diversity, diversity_null   MFV's stored facet diversity and its random-split baseline
   hist_chi2, code_distance          naturalness: distance to the neuron's real exemplars
   facet_to_cluster                  MFV facet images nearest their own cluster's centroid (vs chance)

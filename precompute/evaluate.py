@@ -33,7 +33,8 @@ from .store import Store, ensure_database
 OWN_PARTS = "store__"            # evaluation parts describing this store's own runs
 EXTERNAL_PARTS = "external__"    # rows measured on another store (the EfficientNet-Lite0 subset)
 REFERENCE = "exemplars"          # `method` of the rows that measure real exemplars, for comparison
-MEDIAN_METRICS = {"facet_diversity", "diversity_null", "image_diversity", "image_spread", "own_other_ratio"}
+MEDIAN_METRICS = {"facet_diversity", "diversity_null", "image_diversity", "init_diversity", "image_spread",
+                  "own_other_ratio"}
 REFERENCE_SAMPLE = 32            # exemplars per neuron measured for the reference rows
 BATCH = 512
 
@@ -114,10 +115,11 @@ def layer_order(con, run_ids: list[str]) -> list[tuple[str, str]]:
 
 def run_images(con, run_id: str, layer: str) -> dict:
     """A run's synthesized images of one layer, decoded, with their stored measurements."""
-    rows = con.execute("""SELECT unit, facet, image_png, act_init, act_final, top1_hit FROM facets
+    rows = con.execute("""SELECT unit, facet, image_png, act_init, act_final, top1_hit, init_png FROM facets
                           WHERE run_id = ? AND layer = ? ORDER BY unit, facet""", [run_id, layer]).fetchall()
     return {"unit": np.array([r[0] for r in rows], dtype=np.int64), "facet": np.array([r[1] for r in rows]),
             "pixels": torch.stack([from_png(r[2]) for r in rows]) if rows else torch.empty(0),
+            "inits": torch.stack([from_png(r[6]) for r in rows]) if rows else torch.empty(0),
             "act_init": np.array([r[3] for r in rows], dtype=float), "act_final": np.array([r[4] for r in rows], dtype=float),
             "top1": [r[5] for r in rows]}
 
@@ -201,6 +203,8 @@ def unit_metrics(method: str, images: dict, features: dict, rows: slice, near: N
         out["code_distance"] = measures.cosine_distances(codes, near.centre)[:, 0].mean()
         if len(codes) >= 2:
             out["image_diversity"] = measures.image_diversity(codes, near.codes)
+        if len(codes) >= 2 and "init_codes" in features:   # MFV: how far apart its images started
+            out["init_diversity"] = measures.image_diversity(features["init_codes"][rows], near.codes)
         if method == "mfv" and len(codes) >= 2 and len(codes) == near.labels.max() + 1:
             hits, ratios = measures.facet_to_cluster(codes, near.codes, near.labels)
             out |= {"facet_to_cluster": hits.mean(), "facet_to_cluster_chance": 1 / len(codes),
@@ -232,6 +236,8 @@ def run_rows(con, run: dict, spec: ModelSpec, layers, near: dict, model_b: Model
         if not len(images["unit"]):
             continue
         features = image_features(spec, images["pixels"], device)
+        if run["method"] == "mfv":
+            features["init_codes"] = codes_of(spec, images["inits"], device)
         is_logits = spec.layers[layer].role == "logits"
         top1_b = top1_under(model_b, images["pixels"], images["unit"], device) if is_logits and model_b else None
         for unit, part in _unit_slices(images["unit"]):

@@ -90,7 +90,7 @@ def test_evaluate_measures_every_method(evaluated_store):
         assert {"top1", "top1_model_b"} <= set(fc8["metric"])
         assert set(units[(units["method"] == method) & (units["layer"] == "fc6")]["metric"]).isdisjoint({"top1"})
     for method, metric in (("mfv", "image_diversity"), ("diversity", "image_diversity"), ("diversity", "image_spread"),
-                           ("mfv", "facet_to_cluster"),
+                           ("mfv", "facet_to_cluster"), ("mfv", "init_diversity"),
                            ("mfv", "facet_diversity"), ("exemplars", "code_distance"), ("exemplars", "centre_share")):
         assert (method, metric) in have, (method, metric)
     assert ("noise", "image_diversity") not in have and ("noise", "image_spread") not in have   # one image per neuron

@@ -60,9 +60,9 @@ own = all_layers[all_layers["model"] == run["model"]]
 fc_layers = own.loc[own["kind"] == "fc", "layer"].tolist()
 
 st.subheader("The claims")
+BADGES = {"supported": "green", "partly supported": "orange", "not supported": "red", "not measured": "gray"}
 for claim in report.claim_rows(mine).itertuples():
-    icon = {"supported": "✅", "partly supported": "🟡", "not supported": "❌"}.get(claim.verdict, "➖")
-    st.markdown(f"{icon} **{claim.statement}** — *{claim.verdict}*  \n{claim.evidence}.")
+    st.markdown(f":{BADGES[claim.verdict]}-badge[{claim.verdict}] **{claim.statement}**  \n{claim.evidence}.")
 
 st.subheader("Methods compared")
 st.caption("Per-neuron values averaged over the run (image diversity: median). Distances are to the neuron's own "
@@ -73,13 +73,16 @@ st.dataframe(report.fmt_table(report.method_table(mine, fc_layers)), width="stre
 st.subheader("Diversity per layer")
 st.caption("Each neuron's facet diversity (MFV's clusters, as stored) and image diversity (the spread of its "
            "synthesized images' fc7 codes ÷ the spread of its exemplars'), for MFV and the diversity baseline.")
-st.altair_chart(report.diversity_boxes(mine, own["layer"].tolist()), width="stretch")
+st.altair_chart(report.diversity_boxes(mine, own["layer"].tolist()), width="stretch", height=380, theme=None)
 
 effnet = evaluations[evaluations["model"] == "efficientnet-lite0"]
 if not effnet.empty and run["model"] != "efficientnet-lite0":
     st.subheader("EfficientNet-Lite0 (data-free methods)")
     st.caption("A few ImageNet class neurons of a real network, synthesized by the methods that need no images "
                "(no ImageNet images ship here, so no MFV and no exemplar distances).")
-    effnet_layers = all_layers[all_layers["model"] == "efficientnet-lite0"]
-    effnet_fc = effnet_layers.loc[effnet_layers["kind"] == "fc", "layer"].tolist()
+    effnet_fc = report.fc_layers_of(effnet, all_layers, "efficientnet-lite0")
     st.dataframe(report.fmt_table(report.method_table(effnet, effnet_fc).dropna(axis=1, how="all")), width="stretch")
+    for claim in report.claim_rows(effnet).itertuples():
+        if claim.verdict != "not measured":
+            st.markdown(f":{BADGES[claim.verdict]}-badge[{claim.verdict}] **{claim.statement}** (EfficientNet-Lite0)  \n"
+                        f"{claim.evidence}.")
