@@ -130,6 +130,12 @@ def test_a_missing_store_is_one_line(tmp_path):
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: no atlas store at"), result.stderr
 
 
+def test_a_bad_effnet_count_is_one_line(small_store):
+    result = subprocess.run([sys.executable, "-m", "precompute", "evaluate", "--store", str(small_store[0]),
+                             "--effnet", "99"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip() == "error: --effnet takes 1..8 class neurons, got 99"
+
+
 def test_report_rewrites_only_the_marked_block(evaluated_store, tmp_path):
     from precompute.report import END, START, write_report
     store, _ = evaluated_store

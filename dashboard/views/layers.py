@@ -1,4 +1,5 @@
-"""Layers: is a higher layer more multifaceted? Facet diversity per layer, on this store's data."""
+"""Layers: is a higher layer more multifaceted? Facet diversity per layer, on this store's data; then the
+Evidence: the paper's claims with their measured verdicts and the methods compared (evaluations table)."""
 import altair as alt
 import streamlit as st
 
