@@ -126,3 +126,20 @@ def diversity_values(store: str, version: float, run_id: str) -> pd.DataFrame:
     return _query(store, """SELECT n.layer, l.depth, n.unit, n.facet_diversity, n.diversity_null
                             FROM neurons n JOIN layers l USING (run_id, layer)
                             WHERE n.run_id = ? AND n.facet_diversity IS NOT NULL""", [run_id])
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def evaluations(store: str, version: float) -> pd.DataFrame:
+    """Every evaluation row (python -m precompute evaluate); empty for a store that has none, or
+    whose database predates the table (schema version 1)."""
+    found = _query(store, "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'evaluations'")
+    if not int(found["n"][0]):
+        return pd.DataFrame()
+    return _query(store, "SELECT run_id, model, method, layer, unit, metric, value, n, detail FROM evaluations")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def model_layers(store: str, version: float) -> pd.DataFrame:
+    """Each model's layers in the store, input to output, with their kind."""
+    return _query(store, """SELECT DISTINCT r.model, l.layer, l.depth, l.kind FROM layers l JOIN runs r USING (run_id)
+                            ORDER BY r.model, l.depth""")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -32,9 +33,11 @@ from .facets import FacetFinder, diversity_null, facet_diversity
 from .images import thumbnail, to_png
 from .models import REPO_ROOT, ModelSpec, load_model
 from .store import SCHEMA_VERSION, Store
-from .synthesis import PRECISIONS, Schedule, center_bias_schedule, measure, mfv_schedule, noise_init, render
+from .synthesis import (PRECISIONS, Schedule, center_bias_schedule, diversity_schedule, measure, mfv_schedule,
+                        noise_init, render)
 
-METHODS = ("mfv", "center-bias", "noise")
+METHODS = ("mfv", "center-bias", "noise", "diversity")
+DATA_FREE = ("center-bias", "noise", "diversity")   # methods that read no training images
 Progress = Callable[[str, int, int], None]   # (task, done, total)
 
 
@@ -77,9 +80,10 @@ class BuildConfig:
         if self.precision != "fp32":
             ident["precision"] = self.precision
         ident.update(method=method, model_sha256=weights_sha256, dataset=dataset)
-        if method != "mfv":   # baselines use no data
+        if method != "mfv":   # baselines use no data (diversity keeps k: its images per neuron)
             for key in ("top_n", "k", "m", "thumbs_per_facet", "pca_codes", "dataset", "max_images"):
-                ident.pop(key)
+                if not (method == "diversity" and key == "k"):
+                    ident.pop(key)
         return ident
 
 
@@ -156,7 +160,8 @@ def image_key(seed: int, method: str, layer: str, unit: int, facet: int) -> int:
 
 def schedule_for(method: str, spec: ModelSpec, steps: int) -> Schedule:
     size = spec.input_shape[1]
-    return center_bias_schedule(size, steps) if method == "center-bias" else mfv_schedule(size, steps)
+    makers = {"center-bias": center_bias_schedule, "diversity": diversity_schedule}
+    return makers.get(method, mfv_schedule)(size, steps)
 
 
 def scan_batch_size(spec: ModelSpec) -> int:
@@ -172,6 +177,8 @@ def list_layers(model: str = "demo", weights: str | None = None) -> list[dict]:
 
 def dataset_name(config: BuildConfig) -> str:
     """What a run's images are, known before they are read (it is part of the run's identity)."""
+    if config.model != "demo" and not config.data:
+        return "none"   # a data-free build (noise, center-bias, diversity only)
     base = "fashion-mnist-train" if config.model == "demo" else f"folder:{Path(config.data).resolve()}"
     return base + (f"[:{config.max_images}]" if config.max_images else "")
 
@@ -216,8 +223,9 @@ class AtlasBuilder:
         # the run records the precision used, so its id says what the machine actually ran
         self.config = config = dataclasses.replace(config, precision=resolve_precision(config.precision, self.device))
         self.progress = progress or (lambda task, done, total: None)
-        if config.model != "demo" and not config.data:
-            raise AtlasError(f"model {config.model!r} needs --data DIR: an image folder with one sub-folder per class")
+        if config.model != "demo" and not config.data and "mfv" in config.methods:
+            raise AtlasError(f"model {config.model!r} needs --data DIR for mfv: an image folder with one sub-folder "
+                             f"per class (the data-free methods {', '.join(DATA_FREE)} need none)")
         self.spec = load_model(config.model, config.weights, config.input_size, config.mean, config.std,
                                config.seed).to(self.device)
         self.units = _select_units(self.spec, config)
@@ -353,6 +361,8 @@ class AtlasBuilder:
             exemplars["run_id"] = [run_id] * len(exemplars["unit"])
             self.store.write("thumbnails", name, thumbnails)
             self.store.write("exemplars", name, exemplars)
+        elif method == "diversity":
+            neurons, facets = self._diversity_chunk(layer, units)
         else:
             neurons, facets = self._baseline_chunk(method, layer, units)
         for row in neurons + facets:
@@ -461,13 +471,25 @@ class AtlasBuilder:
         _summarize(neurons, facets)
         return neurons, facets
 
+    def _diversity_chunk(self, layer: str, units: list[int]):
+        """Lucid's diversity baseline: k images of each neuron from independent noise, optimized
+        together (one group per unit, see synthesis.diversity_penalty); facet = image index."""
+        k = self.config.k
+        jobs = []
+        for unit in units:
+            keys = torch.tensor([image_key(self.config.seed, "diversity", layer, unit, f) for f in range(k)])
+            jobs += [(unit, f, None, init) for f, init in enumerate(noise_init(keys, self.spec.input_shape, "cpu"))]
+        neurons = [_neuron_row(self.spec, layer, u, "ok", None, None) | {"k": k} for u in units]
+        facets = self._synthesize("diversity", layer, jobs)
+        _summarize(neurons, facets)
+        return neurons, facets
+
     # ---- synthesis ---------------------------------------------------------------------------
     def _synthesize(self, method: str, layer: str, jobs: list[tuple]) -> list[dict]:
         """Render every (unit, facet, size, init) job of one layer in batches; one row per image."""
         rows = []
         schedule = schedule_for(method, self.spec, self.config.steps)
-        for start in range(0, len(jobs), self.batch_size):
-            batch = jobs[start:start + self.batch_size]
+        for batch in _batches(jobs, self.batch_size, whole_units=schedule.diversity > 0):
             units = torch.tensor([j[0] for j in batch], device=self.device)
             keys = torch.tensor([image_key(self.config.seed, method, layer, j[0], j[1]) for j in batch],
                                 device=self.device)
@@ -492,6 +514,24 @@ def chunks(layers: dict[str, list[int]], size: int):
     for layer, units in layers.items():
         for i in range(0, len(units), size):
             yield layer, units[i:i + size]
+
+
+def _batches(jobs: list[tuple], size: int, whole_units: bool = False):
+    """Batches of at most `size` jobs. With `whole_units`, one unit's jobs are never split (the
+    diversity penalty compares the images of a unit within a batch): a unit with more jobs than
+    `size` gets a batch of its own."""
+    if not whole_units:
+        yield from (jobs[start:start + size] for start in range(0, len(jobs), size))
+        return
+    batch: list[tuple] = []
+    for _, unit_jobs in itertools.groupby(jobs, key=lambda job: job[0]):
+        unit_jobs = list(unit_jobs)
+        if batch and len(batch) + len(unit_jobs) > size:
+            yield batch
+            batch = []
+        batch += unit_jobs
+    if batch:
+        yield batch
 
 
 def _columns(table: str) -> dict[str, list]:

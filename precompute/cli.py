@@ -1,4 +1,4 @@
-"""Command line: `python -m precompute {demo,build,layers}`.
+"""Command line: `python -m precompute {demo,build,layers,evaluate}`.
 
 User mistakes (AtlasError) print one line and exit with code 2; bugs keep their traceback.
 """
@@ -18,6 +18,7 @@ EPILOG = """examples:
   python -m precompute build --model demo --layers fc8,fc7,conv3 --out data/my-atlas
   python -m precompute build --model demo --layers fc8 --units 0,3 --method mfv,noise --out /tmp/a
   python -m precompute build --model demo --out /shared/atlas --executor ray --ray-address auto   # on a Ray cluster
+  python -m precompute evaluate --store data/demo  # measure the paper's claims into the evaluations table
 
 query the result with any DuckDB client:
   duckdb data/demo/atlas.duckdb "SELECT layer, unit, label, facet_diversity FROM neurons
@@ -57,8 +58,8 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
                                                          "(default: every layer of the demo, fc8 of other models)")
         g.add_argument("--units", type=_int_list, help="comma-separated unit indices (default: all)")
     g.add_argument("--method", dest="methods", type=_name_list, default=None,
-                   help="comma-separated: mfv, center-bias, noise "
-                        f"(default: {'all three' if demo else 'mfv'})")
+                   help="comma-separated: mfv, center-bias, noise, diversity (Lucid's objective: k images "
+                        f"per neuron pushed apart in style) (default: {'all four' if demo else 'mfv'})")
     g.add_argument("--data", help="demo: folder with the Fashion-MNIST idx files (default: "
                                   "/usr/share/datasets/fashion-mnist); other models: an image folder with one "
                                   "sub-folder per class (ImageNet train layout)")
@@ -110,7 +111,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Facet Atlas precompute: Multifaceted Feature Visualization (Nguyen, Yosinski & "
                     "Clune, 2016) for every neuron of a classifier, written to a Parquet + DuckDB store.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,build,layers}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,build,layers,evaluate}")
     demo = sub.add_parser("demo", help="train the demo CNN if needed and build the full demo atlas",
                           description="Train the demo Fashion-MNIST CNN (if data/models has no weights) and "
                                       f"build the atlas of every neuron of every layer into {DEMO_OUT}.")
@@ -124,7 +125,48 @@ def make_parser() -> argparse.ArgumentParser:
     layers.add_argument("--model", default="demo", help="demo, efficientnet-lite0, torchvision:NAME or "
                                                          "package.module:function (default: demo)")
     layers.add_argument("--weights", help="weights file (default: the model's shipped or random weights)")
+    _add_evaluate_parser(sub)
     return parser
+
+
+EVALUATE_EPILOG = """what it measures, per run (one per method) and neuron, then per layer and run:
+  act_final, raised, top1           activation reached, share raised, share top-1 (class neurons)
+  top1_model_b                      share top-1 under a second, differently seeded demo model
+  image_diversity                   spread of a neuron's k images' fc7 codes / spread of its exemplars'
+  image_spread                      the same spread, raw (no exemplars needed)
+  init_diversity                    MFV: image_diversity of the facets' init (mean) images
+  facet_diversity, diversity_null   MFV's stored facet diversity and its random-split baseline
+  hist_chi2, code_distance          naturalness: distance to the neuron's real exemplars
+  facet_to_cluster                  MFV facet images nearest their own cluster's centroid (vs chance)
+  centre_share, fragments           how centred / fragmented an image is
+and a verdict per claim of the paper (rows claim1..claim4).
+
+examples:
+  python -m precompute evaluate --store data/demo
+  python -m precompute evaluate --store data/demo --effnet 8 --figures docs/figures --readme README.md
+"""
+
+
+def _add_evaluate_parser(sub) -> None:
+    from .evaluate_effnet import EFFNET_STEPS, EFFNET_UNITS
+    evaluate = sub.add_parser(
+        "evaluate", help="measure how far a store reproduces the paper's claims (evaluations table)",
+        description="Measure every run of a store (mfv, center-bias, noise, diversity) against the paper's claims "
+                    "and write the numbers to its evaluations table (rerunning replaces them); optionally the "
+                    "EfficientNet-Lite0 data-free subset, the README figures and the README results block.",
+        epilog=EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluate.add_argument("--store", required=True, help="store folder to evaluate (e.g. data/demo)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    evaluate.add_argument("--effnet", type=int, default=0, metavar="N",
+                          help="also synthesize N EfficientNet-Lite0 class neurons with the data-free methods "
+                               f"({EFFNET_STEPS} steps; classes {','.join(map(str, EFFNET_UNITS[:4]))},...) and "
+                               "record their evaluation in this store (default 0: skip; about 20 s a neuron on 2 cores)")
+    evaluate.add_argument("--effnet-store", default=None, metavar="DIR",
+                          help="where the EfficientNet-Lite0 subset is built and resumed "
+                               "(default ~/.cache/facet-atlas/effnet-evidence)")
+    evaluate.add_argument("--figures", default=None, metavar="DIR", help="write one PNG figure per claim into DIR")
+    evaluate.add_argument("--readme", default=None, metavar="FILE",
+                          help="rewrite the block between <!-- results:start --> and <!-- results:end --> in FILE")
 
 
 def _config(args, out: str, methods_default):
@@ -153,8 +195,8 @@ def _report(summary) -> None:
 def cmd_demo(args, progress) -> None:
     from .demo_train import ensure_demo_weights
     ensure_demo_weights(retrain=args.retrain, data=args.data, progress=progress)
-    from .build import build_atlas
-    _report(build_atlas(_config(args, args.out, ("mfv", "center-bias", "noise")), progress))
+    from .build import METHODS, build_atlas
+    _report(build_atlas(_config(args, args.out, METHODS), progress))
 
 
 def cmd_build(args, progress) -> None:
@@ -175,13 +217,32 @@ def cmd_layers(args, progress) -> None:
     print("any other graph node name (torchvision get_graph_node_names) can be passed to --layers too")
 
 
+def cmd_evaluate(args, progress) -> None:
+    from .evaluate import evaluate_store
+    if args.effnet:
+        from .evaluate_effnet import evaluate_effnet
+        evaluate_effnet(args.store, args.effnet, args.effnet_store, progress)
+    summary = evaluate_store(args.store, progress, args.device)
+    print(f"store: {summary.store}  ({summary.rows} evaluation rows in {summary.seconds:.1f} s)")
+    for method, run_id in summary.run_ids.items():
+        print(f"  {method:12s} run {run_id}")
+    for skipped in summary.skipped:
+        print(f"  not evaluated (another run of the method or model): {skipped}")
+    for verdict in summary.verdicts:
+        print(f"  {verdict.claim}: {verdict.word} - {verdict.evidence}")
+    if args.figures or args.readme:
+        from .report import write_report
+        for path in write_report(summary.store, args.figures, args.readme):
+            print(f"  wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     from .progress import TerminalProgress
     progress = TerminalProgress()
     started = time.perf_counter()
     try:
-        {"demo": cmd_demo, "build": cmd_build, "layers": cmd_layers}[args.command](args, progress)
+        {"demo": cmd_demo, "build": cmd_build, "layers": cmd_layers, "evaluate": cmd_evaluate}[args.command](args, progress)
     except AtlasError as exc:
         progress.close()
         print(f"error: {exc}", file=sys.stderr)

@@ -9,7 +9,7 @@ from tqdm import tqdm
 class TerminalProgress:
     """One tqdm bar per task; a new task closes the previous bar."""
 
-    UNITS = {"scan images": "img", "train demo model": "step"}
+    UNITS = {"scan images": "img", "train demo model": "step", "train second demo model": "step"}
 
     def __init__(self, stream=sys.stderr):
         self.stream = stream
@@ -20,8 +20,8 @@ class TerminalProgress:
         if bar is None:
             for other in self.bars.values():
                 other.close()
-            bar = tqdm(total=total, desc=task, unit=self.UNITS.get(task, "neuron" if task.endswith("neurons") else "it"), file=self.stream,
-                       dynamic_ncols=True, mininterval=0.5)
+            bar = tqdm(total=total, desc=task, unit=self._unit(task), file=self.stream, dynamic_ncols=True,
+                       mininterval=0.5)
             self.bars = {task: bar}
         bar.total = total
         bar.update(done - bar.n)
@@ -33,6 +33,11 @@ class TerminalProgress:
         """Extra state shown after a task's bar (e.g. how many workers are busy)."""
         if task in self.bars:
             self.bars[task].set_postfix_str(text)
+
+    def _unit(self, task: str) -> str:
+        if task in self.UNITS:
+            return self.UNITS[task]
+        return "neuron" if task.endswith("neurons") else "layer" if task.endswith("layers") else "it"
 
     def close(self) -> None:
         for bar in self.bars.values():

@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: the evaluations table (precompute.evaluate)
 DB_NAME = "atlas.duckdb"
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -59,6 +59,14 @@ SCHEMAS: dict[str, pa.Schema] = {
     ]),
     # One thumbnail per training image, shared by every neuron and run over that dataset.
     "thumbnails": pa.schema([("dataset", pa.string()), ("image_id", pa.int64()), ("png", pa.binary())]),
+    # Measured evidence (python -m precompute evaluate), long format: one number per row. unit NULL:
+    # an aggregate over the layer (layer set) or the whole run (layer NULL); value NULL: not
+    # measurable, with the reason in `detail`.
+    "evaluations": pa.schema([
+        ("run_id", pa.string()), ("model", pa.string()), ("method", pa.string()), ("layer", pa.string()),
+        ("unit", pa.int32()), ("metric", pa.string()), ("value", pa.float64()), ("n", pa.int64()),
+        ("detail", pa.string()),
+    ]),
 }
 TABLES = tuple(SCHEMAS)
 CHUNK_TABLES = ("facets", "exemplars")   # rows of a chunk's neurons: they count once its `neurons` part exists
@@ -108,6 +116,13 @@ class Store:
             table = pq.read_table(path, columns=["dataset", "image_id"])
             ids.update(i for d, i in zip(table["dataset"].to_pylist(), table["image_id"].to_pylist()) if d == dataset)
         return ids
+
+    def remove(self, table: str, pattern: str) -> int:
+        """Delete the parts of `table` whose names match the glob `pattern`; returns how many."""
+        paths = sorted((self.root / "parts" / table).glob(f"{pattern}.parquet"))
+        for path in paths:
+            path.unlink()
+        return len(paths)
 
     def newest_part_mtime(self) -> float:
         return max((p.stat().st_mtime for p in (self.root / "parts").glob("*/*.parquet")), default=0.0)

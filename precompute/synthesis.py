@@ -4,7 +4,9 @@ The render loop follows the authors' released code: normalized gradient ascent
 ``x += step * g / mean(|g|)``, clipping to the pixel range, total-variation denoising after
 every step, jitter (random crops of a padded canvas), a staged schedule that upscales the
 canvas and, late, masks the gradient to the centre. Center-biased regularization is the same
-loop with another schedule (softmax target, strong smoothing, centre-weighted updates).
+loop with another schedule (softmax target, strong smoothing, centre-weighted updates). The
+diversity baseline (Lucid's) is the noise loop plus a penalty on the style similarity of the
+images of one unit rendered together (see `diversity_penalty`).
 
 Everything here works on tensors on one device and does no I/O. Randomness (jitter offsets,
 noise inits) is derived from a per-image integer key, so an image's result does not depend
@@ -12,6 +14,7 @@ on which other images share its batch.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +40,7 @@ class Schedule:
     jitter: int                           # random translation, px
     margin: int                           # px, for center_margin stages
     tv_iters: int = 4
+    diversity: float = 0.0                # > 0: weight of the group style-similarity penalty
 
     @property
     def steps(self) -> int:
@@ -89,6 +93,22 @@ def center_bias_schedule(input_size: int, steps: int = 200) -> Schedule:
         Stage(n[1], (0.008, 0.002), (0.005, 0.001), upscale=_upscale(input_size), center_bias=0.6),
     )
     return Schedule(stages, jitter=max(1, round(input_size * 4 / 227)), margin=round(input_size * 50 / 227))
+
+
+# Weight of the diversity penalty for pixels in [0, 1] and per-image normalized gradients. Each
+# image's objective is act_i - w * mean_j cos(G_i, G_j) over the other images j of its group.
+# Lucid divides the activation by the batch size and sums the pairs, so its 1e2-1e3 would be
+# w = 1e2-1e3 x (k - 1) here; on the demo (k = 8, 200 steps) w >= 30 already pulls the fc8 logit
+# from 8.9 to 2.4 or below (top-1 52% or less). w = 5 keeps 86% of the fc8 logit (top-1 90%) and
+# 64% of conv3's activation while the images' fc7 codes spread 2.3x (fc8) and 2.6x (conv3) as far
+# apart as without the penalty (benchmarks/diversity_weight.py; README, "Departures").
+DIVERSITY_WEIGHT = 5.0
+
+
+def diversity_schedule(input_size: int, steps: int = 200, weight: float = DIVERSITY_WEIGHT) -> Schedule:
+    """Lucid's diversity objective as MFV's data-free peer: the from-noise loop and schedule, with
+    the k images of a neuron optimized together and pushed apart in style."""
+    return dataclasses.replace(mfv_schedule(input_size, steps), diversity=weight)
 
 
 def hash_keys(keys: torch.Tensor, step: int, salt: int) -> torch.Tensor:
@@ -150,6 +170,32 @@ class UnitObjective:
         return self.activation(out)
 
 
+def style_layer(spec: ModelSpec, layer: str) -> str:
+    """The layer whose Gram matrices the diversity penalty compares: the middle one of the conv
+    layers up to the target (demo: conv2; conv1 for a conv1 target). Style is read below the
+    target, as Lucid's examples do, so images can differ in texture while driving the same unit."""
+    names = list(spec.layers)
+    convs = [n for n in names[:names.index(layer) + 1] if spec.layers[n].kind == "conv"]
+    return convs[len(convs) // 2] if convs else layer
+
+
+def gram_vectors(features: torch.Tensor) -> torch.Tensor:
+    """B x C x H x W activations -> B x C*C unit-length Gram matrices (post-ReLU, as Lucid's layers are)."""
+    flat = F.relu(features).flatten(2) if features.dim() == 4 else F.relu(features)[:, :, None]
+    grams = flat @ flat.transpose(1, 2)
+    return F.normalize(grams.flatten(1), dim=1, eps=1e-10)
+
+
+def diversity_penalty(features: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Per image: mean cosine similarity of its Gram matrix to those of the other images of its
+    group (0 for an image alone in its group). Lucid's diversity objective, computed per group so
+    that many neurons share one batch."""
+    grams = gram_vectors(features.float())
+    similarity = grams @ grams.T
+    same = (groups[:, None] == groups[None, :]) & ~torch.eye(len(groups), dtype=torch.bool, device=groups.device)
+    return (similarity * same).sum(1) / same.sum(1).clamp_min(1)
+
+
 def crop(canvas: torch.Tensor, offsets: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Per-image crops: window of `size` at offsets (B x 2, y and x) from each canvas."""
     b = torch.arange(canvas.shape[0], device=canvas.device)[:, None, None]
@@ -185,16 +231,21 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def render(spec: ModelSpec, layer: str, units: torch.Tensor, init: torch.Tensor,
-           schedule: Schedule, keys: torch.Tensor, progress=None, precision: str = "fp32") -> torch.Tensor:
+           schedule: Schedule, keys: torch.Tensor, progress=None, precision: str = "fp32",
+           groups: torch.Tensor | None = None) -> torch.Tensor:
     """Maximize unit `units[i]` of `layer` for image i, starting from `init[i]` (pixels in [0, 1]).
 
     precision="bf16" runs the network's forward and backward under bfloat16 autocast (fast on
     GPUs and on CPUs with AMX); the canvas, its updates and TV denoising stay in float32.
+    With `schedule.diversity` > 0, images with the same `groups` id (default: the same target
+    unit) are pushed apart by `diversity_penalty`; a group must be wholly inside the batch.
     Returns the final images at the network's input size, on init's device.
     """
     info = spec.layers[layer]
-    net = spec.extractor((layer,))
+    style = style_layer(spec, layer) if schedule.diversity > 0 else None
+    net = spec.extractor(tuple(dict.fromkeys((layer, style) if style else (layer,))))
     objective = UnitObjective(info, units)
+    groups = units if groups is None else groups
     size = tuple(spec.input_shape[1:])
     canvas = init.clone()
     done, total = 0, schedule.steps
@@ -209,8 +260,10 @@ def render(spec: ModelSpec, layer: str, units: torch.Tensor, init: torch.Tensor,
             offsets = torch.stack([hash_keys(keys, done, 1), hash_keys(keys, done, 2)], 1) % (room + 2 * schedule.jitter + 1)
             view = crop(padded, offsets, size)
             with torch.autocast(canvas.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                out = net(spec.preprocess(view))[layer]
-            gain = objective(out.float(), stage.objective)
+                outputs = net(spec.preprocess(view))
+            gain = objective(outputs[layer].float(), stage.objective)
+            if style:
+                gain = gain - schedule.diversity * diversity_penalty(outputs[style], groups)
             (grad,) = torch.autograd.grad(gain.sum(), canvas)
             with torch.no_grad():
                 if weights is not None:

@@ -12,7 +12,8 @@ sys.path.insert(0, str(ROOT))
 from precompute.models import DEMO_WEIGHTS  # noqa: E402
 
 SMALL_BUILD = dict(max_images=2000, top_n=60, k=3, m=5, steps=30, chunk_units=2,
-                   layers=("fc8", "fc6", "conv2"), units=(0, 1, 2), methods=("mfv", "noise", "center-bias"))
+                   layers=("fc8", "fc6", "conv2"), units=(0, 1, 2),
+                   methods=("mfv", "noise", "center-bias", "diversity"))
 
 
 @pytest.fixture(scope="session")
@@ -35,11 +36,21 @@ def fashion_train():
 
 @pytest.fixture(scope="session")
 def small_store(tmp_path_factory, demo_weights):
-    """A real build of 9 neurons x 3 methods on the first 2,000 training images."""
+    """A real build of 9 neurons x 4 methods on the first 2,000 training images."""
     from precompute.build import BuildConfig, build_atlas
     out = tmp_path_factory.mktemp("store") / "atlas"
     summary = build_atlas(BuildConfig(out=str(out), device="cpu", **SMALL_BUILD))
     return out, summary
+
+
+@pytest.fixture(scope="session")
+def evaluated_store(tmp_path_factory, small_store):
+    """A copy of the small store with its evaluations (python -m precompute evaluate)."""
+    import shutil
+    from precompute.evaluate import evaluate_store
+    out = tmp_path_factory.mktemp("evaluated") / "atlas"
+    shutil.copytree(small_store[0] / "parts", out / "parts")
+    return out, evaluate_store(out, device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -34,8 +34,8 @@ def test_every_requested_neuron_once_per_method(small_store):
     store, summary = small_store
     rows = query(store, """SELECT r.method, count(*), count(DISTINCT (n.layer, n.unit))
                            FROM neurons n JOIN runs r USING (run_id) GROUP BY r.method ORDER BY 1""")
-    assert rows == [("center-bias", 9, 9), ("mfv", 9, 9), ("noise", 9, 9)]
-    assert set(summary.run_ids) == {"mfv", "noise", "center-bias"}
+    assert rows == [("center-bias", 9, 9), ("diversity", 9, 9), ("mfv", 9, 9), ("noise", 9, 9)]
+    assert set(summary.run_ids) == {"mfv", "noise", "center-bias", "diversity"}
 
 
 def test_runs_record_their_config_and_seed(small_store):
@@ -104,7 +104,7 @@ def test_facet_rows_hold_pngs_and_metrics(small_store):
 def test_the_readme_query_answers(small_store):
     store, _ = small_store
     rows = query(store, "SELECT layer, unit, label, facet_diversity FROM neurons ORDER BY facet_diversity DESC NULLS LAST")
-    assert len(rows) == 27 and rows[0][3] is not None
+    assert len(rows) == 36 and rows[0][3] is not None
 
 
 def test_building_again_is_a_no_op(small_store):
@@ -112,7 +112,7 @@ def test_building_again_is_a_no_op(small_store):
     store, first = small_store
     again = build_atlas(BuildConfig(out=str(store), device="cpu", **SMALL_BUILD))
     assert again.neurons_built == 0 and again.run_ids == first.run_ids
-    assert query(store, "SELECT count(*) FROM neurons") == [(27,)]
+    assert query(store, "SELECT count(*) FROM neurons") == [(36,)]
 
 
 def _cli(*args):

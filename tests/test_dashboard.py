@@ -148,3 +148,26 @@ def test_switching_to_a_smaller_layer_keeps_the_unit_in_range():
 def test_atlas_survives_hand_edited_links():
     at = page(layer="fc8", dmin="1.5", dmax="0.2", page="99", sort="nonsense")
     assert "of 10 neurons in `fc8` match" in texts(at)        # range reordered, page clamped, sort defaulted
+
+
+def test_layers_page_shows_the_evidence_when_the_store_has_evaluations(evaluated_store, monkeypatch):
+    store, summary = evaluated_store
+    monkeypatch.setenv("ATLAS_STORE", str(store))
+    at = page("layers")
+    body = texts(at)
+    assert "Evidence" in [h.value for h in at.header]
+    for verdict in summary.verdicts:                     # every claim with its computed verdict
+        assert verdict.evidence in body
+    methods = at.dataframe[1].value                       # [0] is the per-layer summary
+    assert list(methods.index) == ["MFV", "diversity (Lucid)", "noise", "center-bias", "real exemplars (reference)"]
+    assert "image diversity" in methods.columns
+    assert len(at.get("vega_lite_chart")) + len(at.get("arrow_vega_lite_chart")) >= 2
+
+
+def test_layers_page_says_how_to_evaluate_a_store_without_evaluations(small_store, tmp_path, monkeypatch):
+    import shutil
+    shutil.copytree(small_store[0] / "parts", tmp_path / "store" / "parts",
+                    ignore=shutil.ignore_patterns("evaluations"))
+    monkeypatch.setenv("ATLAS_STORE", str(tmp_path / "store"))
+    at = page("layers")
+    assert any("python -m precompute evaluate --store" in i.value for i in at.info), texts(at)

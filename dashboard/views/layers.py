@@ -1,4 +1,5 @@
-"""Layers: is a higher layer more multifaceted? Facet diversity per layer, on this store's data."""
+"""Layers: is a higher layer more multifaceted? Facet diversity per layer, on this store's data; then the
+Evidence: the paper's claims with their measured verdicts and the methods compared (evaluations table)."""
 import altair as alt
 import streamlit as st
 
@@ -39,3 +40,50 @@ st.dataframe(table.drop(columns=["depth"]), hide_index=True, column_config={
     "share_raised": st.column_config.TextColumn("facets that raised their activation"),
     "share_top1": st.column_config.TextColumn("facets that became top-1 (class layer)"),
 })
+
+# ---- Evidence: the paper's claims, measured (python -m precompute evaluate) ----------------------------
+from precompute import report  # noqa: E402  (torch-free: tables and charts shared with the README)
+
+st.header("Evidence")
+st.caption("Does this atlas reproduce the paper, and by how much does MFV beat the baselines? Numbers from "
+           "`python -m precompute evaluate`: each method's images measured against the neuron's real exemplars, "
+           "a second model and simple image statistics; each claim's verdict is computed from them.")
+evaluations = data.evaluations(ui.store(), ui.version())
+mine = evaluations[evaluations["model"] == run["model"]] if not evaluations.empty else evaluations
+if mine.empty:
+    st.info("This store has no evaluations yet. Measure them with "
+            f"`python -m precompute evaluate --store {ui.store_dir()}` (about a minute for the demo store), "
+            "then reload this page.")
+    st.stop()
+
+all_layers = data.model_layers(ui.store(), ui.version())
+own = all_layers[all_layers["model"] == run["model"]]
+fc_layers = own.loc[own["kind"] == "fc", "layer"].tolist()
+
+st.subheader("The claims")
+BADGES = {"supported": "green", "partly supported": "orange", "not supported": "red", "not measured": "gray"}
+for claim in report.claim_rows(mine).itertuples():
+    st.markdown(f":{BADGES[claim.verdict]}-badge[{claim.verdict}] **{claim.statement}**  \n{claim.evidence}.")
+
+st.subheader("Methods compared")
+st.caption("Per-neuron values averaged over the run (image diversity: median). Distances are to the neuron's own "
+           "exemplars (lower: more like real images); centre share (0.25 = no preference) and fragments on fully "
+           "connected layers; model B is the same CNN trained with another seed.")
+st.dataframe(report.fmt_table(report.method_table(mine, fc_layers)), width="stretch")
+
+st.subheader("Diversity per layer")
+st.caption("Each neuron's facet diversity (MFV's clusters, as stored) and image diversity (the spread of its "
+           "synthesized images' fc7 codes ÷ the spread of its exemplars'), for MFV and the diversity baseline.")
+st.altair_chart(report.diversity_boxes(mine, own["layer"].tolist()), width="stretch", height=380, theme=None)
+
+effnet = evaluations[evaluations["model"] == "efficientnet-lite0"]
+if not effnet.empty and run["model"] != "efficientnet-lite0":
+    st.subheader("EfficientNet-Lite0 (data-free methods)")
+    st.caption("A few ImageNet class neurons of a real network, synthesized by the methods that need no images "
+               "(no ImageNet images ship here, so no MFV and no exemplar distances).")
+    effnet_fc = report.fc_layers_of(effnet, all_layers, "efficientnet-lite0")
+    st.dataframe(report.fmt_table(report.method_table(effnet, effnet_fc).dropna(axis=1, how="all")), width="stretch")
+    for claim in report.claim_rows(effnet).itertuples():
+        if claim.verdict != "not measured":
+            st.markdown(f":{BADGES[claim.verdict]}-badge[{claim.verdict}] **{claim.statement}** (EfficientNet-Lite0)  \n"
+                        f"{claim.evidence}.")

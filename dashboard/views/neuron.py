@@ -102,7 +102,8 @@ if not exemplars.empty:
 others = data.other_methods(ui.store(), ui.version(), run["model_sha256"], layer, unit, run["run_id"])
 if not others.empty:
     st.subheader("Other methods and reruns")
-    st.caption("Plain activation maximization from noise, center-biased regularization, and any reruns "
+    st.caption("Plain activation maximization from noise, center-biased regularization, Lucid's diversity "
+               "objective (k images from noise pushed apart in style: MFV's data-free peer), and any reruns "
                "of this neuron, for comparison with the MFV facets above.")
     for run_id, group in others.groupby("run_id", sort=False):
         first = group.iloc[0]

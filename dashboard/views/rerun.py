@@ -6,7 +6,7 @@ from dashboard.access import reruns_unlocked
 from dashboard.reruns import RerunJob, RerunQueue
 
 METHODS = {"mfv": "MFV (facets from exemplar clusters)", "center-bias": "Center-biased regularization",
-           "noise": "From noise (baseline)"}
+           "noise": "From noise (baseline)", "diversity": "Diversity (k images from noise, pushed apart)"}
 
 
 @st.cache_resource
