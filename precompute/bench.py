@@ -23,7 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models import REPO_ROOT, load_model
-from .synthesis import UnitObjective, measure, mfv_schedule, noise_init, render
+from .synthesis import mfv_schedule, noise_init, render
 
 CASES = {  # model -> (layer, facets, steps); small enough for 2 CPU cores
     "demo": ("fc8", 128, 50),
@@ -108,6 +108,13 @@ def synthesis_rows(model: str, device: torch.device) -> list[dict]:
     return rows
 
 
+def sklearn_stage_single_threaded(codes: np.ndarray) -> np.ndarray:
+    """sklearn_stage on one thread, as the engine ran it in each worker process before."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):
+        return sklearn_stage(codes)
+
+
 def sklearn_stage(codes: np.ndarray) -> np.ndarray:
     """The facet-discovery stage with scikit-learn's TSNE (the engine's route before it had its own)."""
     from sklearn.cluster import KMeans
@@ -143,10 +150,10 @@ def facet_discovery_rows(hidden: int = 32, classes: int = 1) -> list[dict]:
     rows = []
     for sets, kind in ((top, f"{len(top[0])} exemplars (hidden units)"), (whole, f"{len(whole[0])} exemplars (a class)")):
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            list(pool.map(sklearn_stage, top[:workers]))   # warm-up
+            list(pool.map(sklearn_stage_single_threaded, top[:workers]))   # warm-up
             routes = [
                 ("scikit-learn TSNE, one neuron at a time (its own threads)", lambda: [sklearn_stage(c) for c in sets]),
-                (f"scikit-learn TSNE, {workers} worker processes (this engine before)", lambda: list(pool.map(sklearn_stage, sets))),
+                (f"scikit-learn TSNE, {workers} worker processes (this engine before)", lambda: list(pool.map(sklearn_stage_single_threaded, sets))),
                 (f"engine, {workers} worker processes", lambda: finder.fit_many(sets, workers)),
                 ("engine, one process", lambda: finder.fit_many(sets, 1)),
             ]
