@@ -28,7 +28,7 @@ def test_every_neuron_of_every_layer_for_every_method(con):
     rows = con.execute("""SELECT r.method, n.layer, count(*), count(DISTINCT n.unit), min(n.unit), max(n.unit)
                           FROM neurons n JOIN runs r USING (run_id) GROUP BY ALL""").fetchall()
     found = {(method, layer): (n, distinct, lo, hi) for method, layer, n, distinct, lo, hi in rows}
-    for method in ("mfv", "center-bias", "noise"):
+    for method in ("mfv", "center-bias", "noise", "diversity"):
         for layer, units in LAYER_UNITS.items():
             assert found[(method, layer)] == (units, units, 0, units - 1), (method, layer)
     assert con.execute("SELECT count(*) FROM runs WHERE status <> 'complete'").fetchone() == (0,)
