@@ -150,7 +150,17 @@ def test_atlas_survives_hand_edited_links():
     assert "of 10 neurons in `fc8` match" in texts(at)        # range reordered, page clamped, sort defaulted
 
 
-def test_layers_page_shows_the_evidence_when_the_store_has_evaluations(evaluated_store, monkeypatch):
+@pytest.fixture
+def dashboard_connections_closed():
+    """The dashboard caches its read-only connections per process; close them after a test whose
+    store other tests open too (DuckDB refuses a second connection with another configuration)."""
+    yield
+    from dashboard.sql import close_all
+    close_all()
+
+
+def test_layers_page_shows_the_evidence_when_the_store_has_evaluations(evaluated_store, monkeypatch,
+                                                                       dashboard_connections_closed):
     store, summary = evaluated_store
     monkeypatch.setenv("ATLAS_STORE", str(store))
     at = page("layers")
