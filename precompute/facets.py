@@ -26,6 +26,7 @@ from .errors import AtlasError
 PCA_DIMS = 50
 MIN_TSNE = 8        # t-SNE needs perplexity < n; fewer points are embedded by their first two PCs
 LARGE_SET = 1500    # more points than this: Barnes-Hut t-SNE (n log n) beats the exact batched route (n^2)
+SETS_PER_BATCH = 16  # exemplar sets embedded together (half a chunk of 32): amortizes torch's per-op overhead
 
 
 @dataclass
@@ -69,22 +70,18 @@ class FacetFinder:
     def fit_many(self, code_sets: list[np.ndarray], workers: int = 1) -> list[Facets]:
         """Facets of many neurons, spread over `workers` processes; a neuron's facets do not
         depend on `workers` or on which neurons it is batched with."""
-        if workers <= 1 or len(_split(code_sets, workers)) < 2:
-            return self._fit_batch(code_sets)
+        if workers <= 1:
+            tasks = _split(code_sets)
+            found = [self._fit_batch([code_sets[i] for i in task]) for task in tasks]
+            return _reassemble(len(code_sets), tasks, found)
         return self.submit_many(code_sets, workers)()
 
     def submit_many(self, code_sets: list[np.ndarray], workers: int) -> Callable[[], list[Facets]]:
         """Start `fit_many` in the worker processes; returns a function that waits for the result."""
-        tasks = _split(code_sets, workers)
+        tasks = _split(code_sets)
         futures = [_pool(workers).submit(self._fit_batch, [code_sets[i] for i in task]) for task in tasks]
 
-        def result() -> list[Facets]:
-            out: list[Facets | None] = [None] * len(code_sets)
-            for task, future in zip(tasks, futures):
-                for i, found in zip(task, future.result()):
-                    out[i] = found
-            return out
-        return result
+        return lambda: _reassemble(len(code_sets), tasks, [future.result() for future in futures])
 
     def _fit_batch(self, code_sets: list[np.ndarray]) -> list[Facets]:
         # one thread: sums then do not depend on the machine's core count, so a seed gives the
@@ -157,13 +154,22 @@ def _checked(codes: np.ndarray) -> np.ndarray:
     return codes
 
 
-def _split(code_sets: list[np.ndarray], workers: int) -> list[list[int]]:
-    """Indices of the sets per task: every large set alone (each is minutes of Barnes-Hut), the
-    small ones in `workers` contiguous batches of about equal size."""
+def _reassemble(n: int, tasks: list[list[int]], results: list[list[Facets]]) -> list[Facets]:
+    out: list[Facets | None] = [None] * n
+    for task, facets in zip(tasks, results):
+        for i, found in zip(task, facets):
+            out[i] = found
+    return out
+
+
+def _split(code_sets: list[np.ndarray]) -> list[list[int]]:
+    """Indices of the sets per task: every large set alone (each is many seconds of Barnes-Hut),
+    the small ones in consecutive batches of SETS_PER_BATCH. The batches do not depend on
+    `workers`, so the same neuron gets bit-identical facets however many processes share the work
+    (a Ray worker, a local build): batched float sums can differ in the last digit with the batch."""
     large = [[i] for i, codes in enumerate(code_sets) if len(codes) > LARGE_SET]
     small = [i for i, codes in enumerate(code_sets) if len(codes) <= LARGE_SET]
-    per_task = max(1, -(-len(small) // max(1, workers)))
-    return large + [small[i:i + per_task] for i in range(0, len(small), per_task)]
+    return large + [small[i:i + SETS_PER_BATCH] for i in range(0, len(small), SETS_PER_BATCH)]
 
 
 @contextmanager
