@@ -292,6 +292,7 @@ class AtlasBuilder:
             if previous and previous[0]["status"] != "complete":
                 self._write_run(method, run_id, 0.0, "complete")
         built = self._build_runs(runs)
+        self.store.sweep_temp_files()
         with self._timed("consolidate"):
             self.store.consolidate()
         return BuildSummary(self.store.root, {m: r for m, (r, _) in todo.items()}, built,

@@ -80,6 +80,15 @@ class Store:
     def db_path(self) -> Path:
         return self.root / DB_NAME
 
+    def sweep_temp_files(self) -> int:
+        """Delete the temporary files of part writes that never finished (a writer killed between
+        writing and renaming; with Ray, also a dead driver's worker that outlived it for a moment).
+        Only for a finished build: a running writer's file would go too."""
+        stale = list((self.root / "parts").glob("*/.*.tmp"))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
     def part_path(self, table: str, name: str) -> Path:
         return self.root / "parts" / table / f"{name}.parquet"
 

@@ -80,3 +80,12 @@ def test_a_read_only_store_is_never_written_to(tmp_path, monkeypatch):
 
 def test_no_parts_and_no_database(tmp_path):
     assert not ensure_database(tmp_path).exists()
+
+
+def test_a_finished_build_sweeps_the_temporary_files_of_killed_writers(tmp_path):
+    store = Store(tmp_path)
+    kept = store.write("runs", "r1", [{"run_id": "r1", "status": "complete"}])
+    stale = kept.with_name(f".{kept.name}.0123abcd.tmp")   # a writer killed between write and rename
+    stale.write_bytes(b"half a parquet file")
+    assert store.sweep_temp_files() == 1
+    assert kept.exists() and not stale.exists()
