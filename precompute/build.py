@@ -238,7 +238,8 @@ class AtlasBuilder:
         self.thumbnailed: set[int] = set()   # image ids with a thumbnail in the store
         self.scan: ScanResult | None = None
         self.finder = FacetFinder(config.k, config.m, config.seed)
-        self.prefetched: dict[tuple, Callable[[], list]] = {}   # (layer, units) -> facets being found
+        # (layer, units) -> (neuron rows, facet inputs, facets being found) of chunks started ahead
+        self.prefetched: dict[tuple, tuple[list[dict], list[tuple], Callable[[], list]]] = {}
         self.timings: Counter = Counter()
         self.dataset = dataset_name(config)
         self.run_device = str(self.device)   # what runs.device records (the Ray executor: its workers')
@@ -411,15 +412,20 @@ class AtlasBuilder:
         if self.workers < 2:
             return
         for layer, units in chunks(layers, self.config.chunk_units):
-            _, todo = self._facet_inputs(layer, units)
-            self.prefetched[(layer, tuple(units))] = self.finder.submit_many([c for *_, c in todo], self.workers)
+            neurons, todo = self._facet_inputs(layer, units)
+            pending = self.finder.submit_many([c for *_, c in todo], self.workers)
+            self.prefetched[(layer, tuple(units))] = (neurons, todo, pending)
 
     def _mfv_chunk(self, layer: str, units: list[int]):
         jobs, exemplars, thumbnails = [], _columns("exemplars"), []
-        neurons, todo = self._facet_inputs(layer, units)
+        prefetched = self.prefetched.pop((layer, tuple(units)), None)
         with self._timed("facets"):
-            pending = self.prefetched.pop((layer, tuple(units)), None)
-            found_all = pending() if pending else self.finder.fit_many([codes for *_, codes in todo], self.workers)
+            if prefetched:
+                neurons, todo, pending = prefetched
+                found_all = pending()
+            else:
+                neurons, todo = self._facet_inputs(layer, units)
+                found_all = self.finder.fit_many([codes for *_, codes in todo], self.workers)
         for (row, ids, acts, codes), found in zip(todo, found_all):
             unit = row["unit"]
             row.update(k=found.k, max_activation=float(acts.max()),

@@ -76,3 +76,18 @@ def photo_folder(tmp_path_factory):
             crop.save(folder / f"{i:02d}.{'jpg' if i % 2 else 'png'}")
     (root / "espresso" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     return root
+
+
+def start_and_kill_after_two_chunks(args: list[str], out: Path, timeout: float) -> Path:
+    """Run a build command and SIGKILL it once two chunks are committed; returns its neurons folder."""
+    import signal
+    import subprocess
+    import time
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    neurons = out / "parts" / "neurons"
+    deadline = time.time() + timeout
+    while time.time() < deadline and len(list(neurons.glob("*.parquet"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return neurons

@@ -1,16 +1,14 @@
 """End to end: a real build into a temporary store, queried with DuckDB; resume after a kill."""
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, SMALL_BUILD
+from conftest import ROOT, SMALL_BUILD, start_and_kill_after_two_chunks
 from precompute.store import SCHEMA_VERSION, TABLES
 
 
@@ -123,13 +121,7 @@ def test_resume_after_kill_builds_every_neuron_exactly_once(tmp_path):
     out = tmp_path / "atlas"
     args = _cli("build", "--layers", "fc6", "--units", "0,1,2,3,4,5,6,7", "--chunk-units", "1", "--max-images",
                 "1000", "--top-n", "40", "-k", "2", "-m", "5", "--steps", "20", "--device", "cpu", "--out", str(out))
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    neurons = out / "parts" / "neurons"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(neurons.glob("*.parquet"))) < 2:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    neurons = start_and_kill_after_two_chunks(args, out, timeout=120)
     partial = len(list(neurons.glob("*.parquet")))
     assert 2 <= partial < 8, "the kill should land mid-build"
     result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)

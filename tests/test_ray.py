@@ -1,7 +1,6 @@
 """`--executor ray`: the same store as a local build, a killed worker retried, a killed driver resumed,
 and clear errors. Runs on a local Ray instance of 2 CPUs (two 1-core workers)."""
 import importlib.util
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, start_and_kill_after_two_chunks
 from precompute.build import BuildConfig, build_atlas
 from precompute.cli import main
 from precompute.executors import CRASH_DIR_ENV
@@ -109,13 +108,7 @@ def test_a_killed_driver_resumes_with_every_neuron_once(ray_cluster, tmp_path):
             "--chunk-units", "1", "--max-images", "1000", "--top-n", "40", "-k", "2", "-m", "5", "--steps", "10",
             "--device", "cpu", "--out", str(out), "--executor", "ray",
             "--ray-address", ray.get_runtime_context().gcs_address]   # the tests' cluster, as a second driver
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    neurons = out / "parts" / "neurons"
-    deadline = time.time() + 180
-    while time.time() < deadline and len(list(neurons.glob("*.parquet"))) < 2:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    neurons = start_and_kill_after_two_chunks(args, out, timeout=180)
     partial = -1   # its workers may finish the chunk in hand before Ray ends them: wait until they are gone
     while partial != len(list(neurons.glob("*.parquet"))):
         partial = len(list(neurons.glob("*.parquet")))
