@@ -106,3 +106,25 @@ def test_model_and_data_mistakes_are_one_clear_line(tmp_path, photo_folder, args
 def test_unknown_layer_is_reported_by_the_api_too():
     with pytest.raises(AtlasError, match="unknown layer 'nope'"):
         load_model("torchvision:resnet18").resolve("nope")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_demo_net_pools_before_relu_without_changing_a_bit(demo_spec, fashion_train, dtype):
+    # DemoNet applies max-pool before ReLU because it is faster; atlases built with the
+    # conventional order (ReLU, then pool) must stay reproducible: same outputs, same gradients.
+    net = demo_spec.module
+    def conventional(x):
+        x = net.pool1(net.relu1(net.conv1(x)))
+        x = net.pool2(net.relu2(net.conv2(x)))
+        x = net.pool3(net.relu3(net.conv3(x)))
+        return net.fc8(net.relu7(net.fc7(net.relu6(net.fc6(net.flatten(x))))))
+    pixels = demo_spec.preprocess(fashion_train.images[:64].float().div(255)).requires_grad_(True)
+    results = []
+    for forward in (net, conventional):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            logits = forward(pixels)
+        (grad,) = torch.autograd.grad(logits.float().max(1).values.sum(), pixels)
+        results.append((logits, grad))
+    (ours, our_grad), (theirs, their_grad) = results
+    assert torch.equal(ours, theirs) and torch.equal(our_grad, their_grad)
+    assert our_grad.abs().sum() > 0
