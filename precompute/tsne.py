@@ -76,14 +76,25 @@ def pca_init(points: torch.Tensor) -> torch.Tensor:
 
 
 def gradient(y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Exact KL(P || Q) gradient of a Student-t (1 dof) embedding, batched: 4 sum_j (p_ij - q_ij) w_ij (y_i - y_j)
-    with w_ij = 1 / (1 + |y_i - y_j|^2), written as few passes over the n x n tensors as possible."""
-    sq = y.square().sum(2)
-    w = torch.baddbmm(sq[:, :, None] + sq[:, None, :], y, y.transpose(1, 2), alpha=-2).add_(1).reciprocal_()
-    # the diagonal (w_ii = 1) is left in: it is subtracted from Z, and a_ii (y_i - y_i) adds nothing
-    inv_z = 1.0 / (w.sum((1, 2), keepdim=True) - y.shape[1])
-    a = torch.addcmul(p, w, inv_z, value=-1).mul_(w)     # (p_ij - q_ij) w_ij
-    return 4 * (a.sum(2, keepdim=True) * y - a @ y)
+    """Exact KL(P || Q) gradient of a Student-t (1 dof) embedding, batched:
+    4 sum_j (p_ij - w_ij / Z) w_ij (y_i - y_j) with w_ij = 1 / (1 + |y_i - y_j|^2), Z = sum_{i != j} w_ij.
+
+    Written as few passes over the n x n tensors as possible (they are what costs): one matmul
+    gives every 1 + |y_i - y_j|^2, and the attractive and repulsive sums are each one matmul with
+    [y, 1], whose last column is the row sum."""
+    sq = y.square().sum(2, keepdim=True)
+    ones = torch.ones_like(sq)
+    # 1 + |y_i|^2 + |y_j|^2 - 2 y_i.y_j as one inner product of 4-vectors; it cancels badly when
+    # a set drifts far from the origin (it can round to 0 for i = j), but is never truly below 1
+    w = torch.bmm(torch.cat([1 + sq, -2 * y, ones], 2), torch.cat([ones, y, sq], 2).transpose(1, 2))
+    w = w.clamp_min_(1).reciprocal_()
+    # the diagonal (w_ii = 1) is left in: it is subtracted from Z, and its terms (y_i - y_i) add nothing
+    inv_z = 1.0 / (w.sum((1, 2)) - y.shape[1])
+    y1 = torch.cat([y, ones], 2)
+    attract = torch.bmm(p * w, y1)
+    repel = torch.bmm(w.square_(), y1)
+    sums = attract - inv_z[:, None, None] * repel     # sum_j a_ij y_j, then sum_j a_ij
+    return 4 * (sums[..., 2:] * y - sums[..., :2])
 
 
 def embed(points: torch.Tensor, perplexity: float = 30.0, iters: int = MAX_ITERS) -> torch.Tensor:

@@ -105,6 +105,31 @@ def test_batched_tsne_gives_a_neuron_the_same_embedding_alone_or_in_a_batch():
     np.testing.assert_allclose(alone, batched, rtol=1e-5, atol=1e-6)
 
 
+def test_batched_tsne_gradient_is_the_gradient_of_kl_divergence():
+    import torch
+
+    from precompute import tsne
+    points = torch.from_numpy(np.stack([blobs(n_per=20, k=3, seed=s)[0] for s in range(2)])).double()
+    p = tsne.joint_probabilities(points, 10.0).double()
+    y = torch.randn(2, 60, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    w = 1 / (1 + (y[:, :, None] - y[:, None, :]).square().sum(3))
+    w = w * (1 - torch.eye(60, dtype=torch.float64))
+    q = w / w.sum((1, 2), keepdim=True)
+    kl = (p * (p.clamp_min(1e-300) / q.clamp_min(1e-300)).log()).sum()   # 0 log 0 = 0, without NaN gradients
+    (expected,) = torch.autograd.grad(kl, y)
+    torch.testing.assert_close(tsne.gradient(y.detach(), p), expected, rtol=1e-6, atol=1e-9)
+
+
+def test_batched_tsne_stays_finite_when_a_tiny_set_drifts_far():
+    # 8 near-identical codes (a random-weight model's) spread to |y| ~ 1e3, where
+    # 1 + |y_i - y_j|^2 computed from norms cancels to 0; that must not turn into NaN
+    from precompute import tsne
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        sets = [(rng.normal(size=(8, 8)) * 1e-8).astype(np.float32) for _ in range(2)]
+        assert all(np.isfinite(y).all() for y in tsne.embed_many(sets))
+
+
 def test_batched_tsne_embeds_as_faithfully_as_scikit_learn():
     from sklearn.manifold import TSNE, trustworthiness
     from sklearn.metrics import adjusted_rand_score
