@@ -89,17 +89,19 @@ def synthesis_rows(model: str, device: torch.device) -> list[dict]:
     schedule = mfv_schedule(spec.input_shape[1], steps)
     render(spec, layer, units[:2], init[:2], mfv_schedule(spec.input_shape[1], 4), keys[:2])   # warm-up
     rows = []
-    for name, run in (
-        ("engine, batched (fp32)", lambda: render(spec, layer, units, init, schedule, keys)),
-        ("engine, batched (bf16 autocast)", lambda: render(spec, layer, units, init, schedule, keys, precision="bf16")),
-        ("same algorithm, facet by facet", lambda: [render(spec, layer, units[i:i + 1], init[i:i + 1], schedule,
-                                                           keys[i:i + 1]) for i in range(n)]),
+    for name, precision, run in (
+        ("engine, batched (fp32)", "fp32", lambda: render(spec, layer, units, init, schedule, keys)),
+        ("engine, batched (bf16 autocast)", "bf16",
+         lambda: render(spec, layer, units, init, schedule, keys, precision="bf16")),
+        ("same algorithm, facet by facet", "fp32", lambda: [render(spec, layer, units[i:i + 1], init[i:i + 1], schedule,
+                                                                   keys[i:i + 1]) for i in range(n)]),
     ):
-        rows.append({"model": model, "method": name, "facets": n, "steps": steps, "seconds": _timed(run)})
+        rows.append({"model": model, "method": name, "precision": precision, "facets": n, "steps": steps,
+                     "seconds": _timed(run)})
     lucent = lucent_seconds(spec, layer, units.tolist(), steps, device)
     if lucent is not None:
-        rows.append({"model": model, "method": "Lucent render_vis, one neuron per call", "facets": n, "steps": steps,
-                     "seconds": lucent})
+        rows.append({"model": model, "method": "Lucent render_vis, one neuron per call", "precision": "fp32",
+                     "facets": n, "steps": steps, "seconds": lucent})
     flops = step_flops(spec, layer, device)
     for row in rows:
         row["ms_per_image_step"] = 1000 * row["seconds"] / (row["facets"] * row["steps"])
@@ -146,7 +148,7 @@ def facet_discovery_rows(hidden: int = 32, classes: int = 1) -> list[dict]:
     top, whole = _exemplar_sets(hidden, classes)
     finder = FacetFinder()
     workers = os.cpu_count() or 1
-    finder.fit_many(top[:workers], workers)   # start the worker processes outside the timing
+    finder.fit_many(top, workers)   # start and warm up every worker process outside the timing
     rows = []
     for sets, kind in ((top, f"{len(top[0])} exemplars (hidden units)"), (whole, f"{len(whole[0])} exemplars (a class)")):
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
@@ -180,10 +182,13 @@ def build_row(device: torch.device) -> dict:
     return {"seconds": summary.seconds, "timings": summary.timings, "neurons": summary.neurons_built}
 
 
-def report(synth: list[dict], discovery: list[dict], peak: float, device: torch.device, build: dict | None = None) -> str:
+def report(synth: list[dict], discovery: list[dict], peaks: dict[str, float], device: torch.device,
+           build: dict | None = None) -> str:
+    measured = " and ".join(f"{peaks[p] / 1e9:.0f} GFLOP/s ({p})" for p in peaks)
     lines = [f"# Benchmarks\n\nMeasured by `python -m precompute.bench` on {device} "
              f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}); "
-             f"matrix-multiply peak measured at {peak / 1e9:.0f} GFLOP/s (fp32).\n",
+             f"matrix-multiply peak measured at {measured}. Each row's GFLOP/s is compared with the peak of "
+             f"its own precision.\n",
              "## Synthesis (same model, image size, facets and steps per row)\n",
              "| model | method | facets | steps | seconds | facets/s | ms per image-step | GFLOP/s | vs. naive loop |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -191,7 +196,7 @@ def report(synth: list[dict], discovery: list[dict], peak: float, device: torch.
         rows = [r for r in synth if r["model"] == model]
         naive = next(r for r in rows if "facet by" in r["method"])
         for r in rows:
-            gf = f"{r['gflops']:.0f} ({100 * r['gflops'] * 1e9 / peak:.0f}% of peak)"
+            gf = f"{r['gflops']:.0f} ({100 * r['gflops'] * 1e9 / peaks[r['precision']]:.0f}% of the {r['precision']} peak)"
             lines.append(f"| {model} | {r['method']} | {r['facets']} | {r['steps']} | {r['seconds']:.2f} | "
                          f"{r['facets_per_s']:.2f} | {r['ms_per_image_step']:.3f} | {gf} | "
                          f"{naive['seconds'] / r['seconds']:.1f}x |")
@@ -210,9 +215,9 @@ def report(synth: list[dict], discovery: list[dict], peak: float, device: torch.
             return ", ".join(f"{name} {row['timings'].get(name, 0):.0f} s" for name in ("scan", "facets", "synthesis"))
         lines += ["", "## Full demo build (746 neurons x mfv, center-bias, noise)\n",
                   "| build | wall | phases | speed-up |", "|---|---|---|---|",
-                  f"| before this engine's performance work | {BUILD_BEFORE['seconds'] / 60:.1f} min | "
+                  f"| before this engine's performance work | {BUILD_BEFORE['seconds'] / 60:.1f} min ({BUILD_BEFORE['seconds']:.0f} s) | "
                   f"{phases(BUILD_BEFORE)} | 1.0x |",
-                  f"| now | {build['seconds'] / 60:.1f} min | {phases(build)} | "
+                  f"| now | {build['seconds'] / 60:.1f} min ({build['seconds']:.0f} s) | {phases(build)} | "
                   f"{BUILD_BEFORE['seconds'] / build['seconds']:.1f}x |"]
     return "\n".join(lines) + "\n"
 
@@ -226,11 +231,11 @@ def main(argv=None) -> None:
     parser.add_argument("--build", action="store_true", help="also time the full demo build (minutes)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    peak = matmul_peak(device)
+    peaks = {"fp32": matmul_peak(device), "bf16": matmul_peak(device, torch.bfloat16)}
     synth = [row for model in args.models.split(",") for row in synthesis_rows(model.strip(), device)]
     discovery = facet_discovery_rows()
     build = build_row(device) if args.build else None
-    text = report(synth, discovery, peak, device, build)
+    text = report(synth, discovery, peaks, device, build)
     Path(args.out).write_text(text)
     print(text)
     print(f"written to {args.out}")
