@@ -44,8 +44,8 @@ class DemoNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Pool, then ReLU: the same function and the same gradients, bit for bit, as ReLU then
         # pool (ReLU keeps positive values and their order, so the pool picks the same element;
-        # tested), but the ReLU and its backward touch a quarter of the values. Synthesis steps run 1.25x
-        # (fc7) to 1.65x (conv3) faster on CPU, where these element-wise passes rival the convs.
+        # tested), but the ReLU and its backward touch a quarter of the values. Synthesis steps
+        # run 1.25x (fc7) to 1.65x (conv3) faster on CPU, where element-wise passes rival the convs.
         x = self.relu1(self.pool1(self.conv1(x)))
         x = self.relu2(self.pool2(self.conv2(x)))
         x = self.relu3(self.pool3(self.conv3(x)))

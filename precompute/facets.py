@@ -114,8 +114,8 @@ class FacetFinder:
         """openTSNE's Barnes-Hut t-SNE: on a class neuron's 6,000 exemplars 2.4x faster than
         scikit-learn's (18 s against 43 s on one core), mostly by its shorter, well-tuned schedule.
         Its tree is opened at theta 0.8 rather than 0.5: 11 s against 17 s, with the same
-        trustworthiness on two demo classes (0.986, 0.991) and k-means facets that agree with theta 0.5's
-        (adjusted Rand 0.89) more than two seeds of theta 0.5 agree with each other (0.76)."""
+        trustworthiness on two demo classes (0.986, 0.991), and k-means facets that agree with
+        theta 0.5's (adjusted Rand 0.89) more than two seeds of theta 0.5 agree (0.76)."""
         from openTSNE import TSNE
         model = TSNE(2, perplexity=self.perplexity, negative_gradient_method="bh", theta=0.8, neighbors="exact",
                      random_state=self.seed, n_jobs=1, verbose=False)
