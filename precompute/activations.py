@@ -123,8 +123,9 @@ def merge_scans(shards: list[ScanResult], top_n: int) -> ScanResult:
 
     Each shard was scanned as its own dataset (image indices from 0), so its indices are shifted
     by the number of images before it. A unit's top N over all images is the top N of the shards'
-    top Ns (ties to the lower image index in both), so this equals one `scan` over every image. Codes are kept only when every shard kept
-    them and all of them fit CODE_BUDGET_BYTES, as one pass would decide.
+    top Ns (ties to the lower image index in both), so this equals one `scan` over every image.
+    Codes are kept only when every shard kept them and all of them fit CODE_BUDGET_BYTES, as one
+    pass would decide.
     """
     offsets = [0]
     for shard in shards[:-1]:

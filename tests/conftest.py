@@ -11,6 +11,16 @@ sys.path.insert(0, str(ROOT))
 
 from precompute.models import DEMO_WEIGHTS  # noqa: E402
 
+def query(store: Path, sql: str) -> list[tuple]:
+    """Rows of `sql` on a store's atlas.duckdb, opened read-only and closed again."""
+    import duckdb
+    con = duckdb.connect(str(store / "atlas.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 SMALL_BUILD = dict(max_images=2000, top_n=60, k=3, m=5, steps=30, chunk_units=2,
                    layers=("fc8", "fc6", "conv2"), units=(0, 1, 2),
                    methods=("mfv", "noise", "center-bias", "diversity"))

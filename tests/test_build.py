@@ -1,23 +1,11 @@
 """End to end: a real build into a temporary store, queried with DuckDB; resume after a kill."""
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-import duckdb
 import pyarrow.parquet as pq
-import pytest
 
-from conftest import ROOT, SMALL_BUILD, start_and_kill_after_two_chunks
+from conftest import ROOT, SMALL_BUILD, query, start_and_kill_after_two_chunks
 from precompute.store import SCHEMA_VERSION, TABLES
-
-
-def query(store: Path, sql: str):
-    con = duckdb.connect(str(store / "atlas.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_store_has_every_table_as_a_real_table(small_store):

@@ -4,24 +4,15 @@ import json
 import subprocess
 import sys
 
-import duckdb
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, query
 from precompute.build import BuildConfig, build_atlas, list_layers
 from precompute.errors import AtlasError
 from precompute.models import imagenet_classes, load_model
 
 CAT, ESPRESSO = imagenet_classes().index("Egyptian cat"), imagenet_classes().index("espresso")
-
-
-def query(store, sql):
-    con = duckdb.connect(str(store / "atlas.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_efficientnet_lite0_real_weights_end_to_end(tmp_path, photo_folder):

@@ -6,13 +6,12 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import ROOT, start_and_kill_after_two_chunks
+from conftest import ROOT, query, start_and_kill_after_two_chunks
 from precompute.build import BuildConfig, build_atlas
 from precompute.cli import main
 from precompute.executors import CRASH_DIR_ENV
@@ -37,14 +36,6 @@ def ray_cluster(tmp_path_factory):
 def parts(store: Path, table: str) -> pa.Table:
     files = sorted((store / "parts" / table).glob("*.parquet"))
     return pa.concat_tables([pq.read_table(f) for f in files]).sort_by([(k, "ascending") for k in KEYS[table]])
-
-
-def query(store: Path, sql: str):
-    con = duckdb.connect(str(store / "atlas.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def assert_each_neuron_once(store: Path, expected: int) -> None:

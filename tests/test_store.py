@@ -2,7 +2,6 @@
 import os
 
 import duckdb
-import pytest
 
 from precompute.store import SCHEMAS, Store, ensure_database
 
