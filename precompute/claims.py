@@ -19,7 +19,7 @@ CLAIMS = {
 WORDS = {1.0: "supported", 0.5: "partly supported", 0.0: "not supported", None: "not measured"}
 
 # Thresholds of the checks, stated once (README "Results" quotes them).
-DISTINCT_FACETS = 0.5        # claim 1: median facet_diversity at least this (facets half as apart as single exemplars)
+DISTINCT_FACETS = 0.25       # claim 1: median facet_diversity at least this (a quarter of the exemplars' spread between facets)
 OVER_NULL = 5.0              # ... and this many times the random-split baseline
 OVER_CHANCE = 2.0            # claim 1: facet images nearest their own cluster at least twice as often as chance
 TREND = 0.5                  # claim 2: |Spearman rho| of layer medians against depth that counts as a trend

@@ -28,10 +28,10 @@ search = top[1].text_input("Search", ui.param("q", ""), placeholder="label, clas
                            help="Matches the neuron's label, its exemplars' majority class, or its unit number.")
 sorts = list(data.SORTS)
 sort = top[2].selectbox("Sort by", sorts, index=sorts.index(ui.param("sort", sorts[0])) if ui.param("sort") in sorts else 0)
-lo, hi = sorted(max(0.0, min(v, 2.0)) for v in (ui.param("dmin", 0.0, float), ui.param("dmax", 2.0, float)))
-div_range = top[3].slider("Facet diversity", 0.0, 2.0, (lo, hi), step=0.05,
-                          help="Distance between a neuron's facets relative to the spread of its exemplars "
-                               "(0: no more different than random splits; ~1: as different as single images).")
+lo, hi = sorted(max(0.0, min(v, 1.0)) for v in (ui.param("dmin", 0.0, float), ui.param("dmax", 1.0, float)))
+div_range = top[3].slider("Facet diversity", 0.0, 1.0, (lo, hi), step=0.05,
+                          help="Share of the spread of a neuron's exemplars (fc7 codes) that lies between its facets "
+                               "(0: facets alike; random splits give about (k-1)/(n-1); 1: each facet one kind of image).")
 include_unscored = st.checkbox("Include neurons without a diversity score (dead units, single-facet neurons)",
                                value=ui.param("all", "1") == "1")
 
@@ -48,7 +48,7 @@ nav = st.columns([3, 1])
 nav[0].markdown(f"**{total}** of {int(layers.set_index('layer').loc[layer, 'n_units'])} neurons in `{layer}` match")
 page = nav[1].number_input(f"Page (of {pages})", 1, pages, page, key=f"page_{layer}_{search}_{sort}_{div_range}")
 ui.set_params(run=run["run_id"], layer=layer, q=search.strip() or None, sort=None if sort == sorts[0] else sort,
-              dmin=None if div_range[0] == 0.0 else div_range[0], dmax=None if div_range[1] == 2.0 else div_range[1],
+              dmin=None if div_range[0] == 0.0 else div_range[0], dmax=None if div_range[1] == 1.0 else div_range[1],
               all=None if include_unscored else "0", page=None if page == 1 else page)
 
 if cards.empty:

@@ -41,7 +41,7 @@ meta = st.columns(5)
 meta[0].metric("Facets (k)", row["k"])
 meta[1].metric("Exemplars", ui.fmt(row["n_exemplars"]))
 meta[2].metric("Facet diversity", ui.fmt(row["facet_diversity"]), help="Random-split baseline: "
-               f"{ui.fmt(row['diversity_null'])}. Distance between facets relative to the spread of the exemplars.")
+               f"{ui.fmt(row['diversity_null'])}. Share of the exemplars' spread that lies between facets (0 to 1).")
 meta[3].metric("Best activation reached", ui.fmt(row["best_act_final"], 1))
 meta[4].metric("Top exemplar activation", ui.fmt(row["max_activation"], 1))
 if row["top_class"]:
