@@ -53,6 +53,7 @@ class BuildConfig:
     top_n: int = 300          # exemplars of a hidden unit
     k: int = 10               # facets per neuron
     m: int = 15               # images averaged into a facet's init
+    min_facet_size: int | None = None   # smaller clusters are dissolved into their neighbours (None: m)
     steps: int = 200          # synthesis steps per image
     seed: int = 0
     batch_size: int | None = None   # images per synthesis batch (default: by input size)
@@ -75,16 +76,21 @@ class BuildConfig:
     def identity(self, method: str, weights_sha256: str, dataset: str) -> dict:
         """What determines a run's results (not where or how fast it runs)."""
         keep = ("model", "top_n", "k", "m", "steps", "seed", "thumbs_per_facet", "pca_codes", "max_images")
-        ident = {key: getattr(self, key) for key in keep}
+        ident = {key: getattr(self, key) for key in keep} | {"min_facet_size": self.facet_minimum}
         ident |= {key: getattr(self, key) for key in ("input_size", "mean", "std") if getattr(self, key) is not None}
         if self.precision != "fp32":
             ident["precision"] = self.precision
         ident.update(method=method, model_sha256=weights_sha256, dataset=dataset)
         if method != "mfv":   # baselines use no data (diversity keeps k: its images per neuron)
-            for key in ("top_n", "k", "m", "thumbs_per_facet", "pca_codes", "dataset", "max_images"):
+            for key in ("top_n", "k", "m", "min_facet_size", "thumbs_per_facet", "pca_codes", "dataset", "max_images"):
                 if not (method == "diversity" and key == "k"):
                     ident.pop(key)
         return ident
+
+    @property
+    def facet_minimum(self) -> int:
+        """The smallest facet MFV keeps: every facet's init then averages m images."""
+        return self.m if self.min_facet_size is None else self.min_facet_size
 
 
 @dataclass
@@ -101,7 +107,7 @@ def validate(config: BuildConfig) -> None:
     for method in config.methods:
         choose("method", method, METHODS)
     choose("precision", config.precision, PRECISIONS + ("auto",))
-    for name in ("top_n", "k", "m", "steps", "batch_size", "chunk_units", "max_images", "workers"):
+    for name in ("top_n", "k", "m", "min_facet_size", "steps", "batch_size", "chunk_units", "max_images", "workers"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise AtlasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
     if config.k > config.top_n:
@@ -126,14 +132,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """auto -> bf16 on GPUs with bfloat16 and on CPUs with AMX or AVX512-BF16 (there it is 1.8x
-    faster and lands within 5% of fp32's activations, see tests), else fp32."""
+    """auto -> bf16 on GPUs with bfloat16 and on CPUs with AMX, else fp32: the faster of the two where
+    it keeps the result (benchmarks/precision.py; BENCHMARKS.md, "Precision"). Measured per image-step:
+    with AMX bf16 is 2.8x faster on the demo and lands within 5% of fp32's activations; on a CPU with
+    no native bf16 (AVX2 or scalar kernels) it is 10x slower. AVX512-BF16 without AMX (AMD Zen 4) was
+    not reachable to measure, and a full demo build there ran 2x longer than with AMX: fp32."""
     if name != "auto":
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
-    return "bf16" if native else "fp32"
+    return "bf16" if torch.cpu._is_amx_tile_supported() else "fp32"
 
 
 def default_batch_size(input_size: int, device: torch.device) -> int:
@@ -237,12 +245,14 @@ class AtlasBuilder:
         self.class_of_label: torch.Tensor | None = None
         self.thumbnailed: set[int] = set()   # image ids with a thumbnail in the store
         self.scan: ScanResult | None = None
-        self.finder = FacetFinder(config.k, config.m, config.seed)
+        self.finder = FacetFinder(config.k, config.m, config.seed, min_size=config.facet_minimum)
         # (layer, units) -> (neuron rows, facet inputs, facets being found) of chunks started ahead
         self.prefetched: dict[tuple, tuple[list[dict], list[tuple], Callable[[], list]]] = {}
         self.timings: Counter = Counter()
         self.dataset = dataset_name(config)
         self.run_device = str(self.device)   # what runs.device records (the Ray executor: its workers')
+        self.image_steps_left = 0   # synthesis work of the build, for the estimate after its first batch
+        self.estimated = False
 
     # ---- runs -------------------------------------------------------------------------
     def run_id(self, method: str) -> str:
@@ -255,6 +265,7 @@ class AtlasBuilder:
         now = datetime.now(timezone.utc).replace(microsecond=0)
         config = dataclasses.asdict(self.config) | {
             "method": method, "schedule": dataclasses.asdict(schedule_for(method, self.spec, self.config.steps)),
+            "min_facet_size": self.config.facet_minimum,
             "model_sha256": self.spec.weights_sha256, "dataset": self.dataset,
             "skipped_files": self.images.skipped if self.images is not None else None}
         self.store.write("runs", run_id, [{
@@ -281,6 +292,11 @@ class AtlasBuilder:
             todo[method] = (run_id, {layer: [u for u in units if (layer, u) not in done]
                                      for layer, units in self.units.items()})
         mfv_layers = [layer for layer, units in todo.get("mfv", ("", {}))[1].items() if units]
+        if mfv_layers:
+            self._load_data()
+        if any(units for _, layers in todo.values() for units in layers.values()):
+            self._check_resources()
+        self._say(self._plan({method: layers for method, (_, layers) in todo.items()}))
         if mfv_layers:
             self._scan(mfv_layers)
         runs = []   # (method, run_id, units left by layer) of the runs with work left
@@ -312,12 +328,53 @@ class AtlasBuilder:
             method_start, done = time.perf_counter(), 0
             self._write_run(method, run_id, 0.0, "running")
             for layer, chunk in chunks(layers, self.config.chunk_units):
-                self._build_chunk(method, run_id, layer, chunk)
+                def advance(share: float, done=done, n=len(chunk), task=f"{method} neurons") -> None:
+                    self.progress(task, done + share * n, remaining)   # moves during the chunk's synthesis
+                self._build_chunk(method, run_id, layer, chunk, advance)
                 done += len(chunk)
                 self.progress(f"{method} neurons", done, remaining)
             built += done
             self._write_run(method, run_id, time.perf_counter() - method_start, "complete")
         return built
+
+    def _check_resources(self) -> None:
+        """Where the work will run is checked before the plan is printed (the Ray executor connects)."""
+
+    def _where(self) -> str:
+        return self.run_device
+
+    def _say(self, text: str) -> None:
+        say = getattr(self.progress, "say", None)   # the terminal's; other callbacks (the dashboard's) lack it
+        if say and text:
+            say(text)
+
+    def _plan(self, todo: dict[str, dict[str, list[int]]]) -> str:
+        """One line: what this build is about to do (before the scan, which can itself take minutes)."""
+        runs = {method: sum(map(len, layers.values())) for method, layers in todo.items()}
+        runs = {method: n for method, n in runs.items() if n}
+        if not runs:
+            return "plan: nothing to do, every requested neuron is built (this resumes nothing)"
+        self.image_steps_left = sum(n * self._images_per_neuron(m) for m, n in runs.items()) * self.config.steps
+        layers = sorted({layer for layers in todo.values() for layer, units in layers.items() if units})
+        c = self.config
+        data = (f"; mfv: top {c.top_n} exemplars a hidden unit (a class neuron: all of its class), k={c.k}, "
+                f"m={c.m}, facets of >= {c.facet_minimum}") if "mfv" in runs else ""
+        return (f"plan: {' + '.join(f'{n} {m}' for m, n in runs.items())} neuron-runs of {c.model} "
+                f"({', '.join(layers)}){data}; {c.steps} steps an image; {self._where()}, {c.precision}, "
+                f"batches of {self.batch_size}")
+
+    def _images_per_neuron(self, method: str) -> int:
+        """Images synthesized per neuron (MFV: at most k, fewer for small exemplar sets or merged facets)."""
+        return self.config.k if method in ("mfv", "diversity") else 1
+
+    def _estimate(self, seconds: float, images: int, steps: int) -> None:
+        """After the build's first synthesis batch: the whole build's synthesis time at that rate."""
+        if self.estimated or not self.image_steps_left:
+            return
+        self.estimated = True
+        per_step = seconds / (images * steps)
+        self._say(f"estimate: about {_duration(per_step * self.image_steps_left)} of synthesis for the whole build "
+                  f"(first batch: {images} images x {steps} steps in {seconds:.1f} s; MFV with fewer facets is faster)")
 
     @contextmanager
     def _timed(self, name: str):
@@ -327,7 +384,8 @@ class AtlasBuilder:
         finally:
             self.timings[name] += time.perf_counter() - start
 
-    def _scan(self, layers: list[str]) -> None:
+    def _load_data(self) -> None:
+        """Read and check the dataset (a user's mistake surfaces here, before anything is printed)."""
         with self._timed("load data"):
             self.images = load_images(self.config, self.spec)
             self.thumbnailed = self.store.thumbnail_ids(self.dataset)
@@ -342,6 +400,8 @@ class AtlasBuilder:
         smallest_class = int(counts[self.class_of_label >= 0].min()) if bool((self.class_of_label >= 0).any()) else self.config.k
         if self.config.k > smallest_class:
             raise AtlasError(f"k={self.config.k} is larger than the smallest class ({smallest_class} images)")
+
+    def _scan(self, layers: list[str]) -> None:
         with self._timed("scan"):
             self.scan = self._scan_images(layers)
         self.codes = self.scan.codes
@@ -356,17 +416,19 @@ class AtlasBuilder:
                     batch_size=scan_batch_size(self.spec), progress=lambda d, t: self.progress("scan images", d, t),
                     class_of_label=self.class_of_label)
 
-    def _build_chunk(self, method: str, run_id: str, layer: str, units: list[int]) -> None:
+    def _build_chunk(self, method: str, run_id: str, layer: str, units: list[int],
+                     advance: Callable[[float], None] | None = None) -> None:
+        """Build and write one chunk; `advance(share)` is told the share of its synthesis done."""
         name = f"{run_id}__{layer}__{units[0]:05d}"
         if method == "mfv":
-            neurons, facets, exemplars, thumbnails = self._mfv_chunk(layer, units)
+            neurons, facets, exemplars, thumbnails = self._mfv_chunk(layer, units, advance)
             exemplars["run_id"] = [run_id] * len(exemplars["unit"])
             self.store.write("thumbnails", name, thumbnails)
             self.store.write("exemplars", name, exemplars)
         elif method == "diversity":
-            neurons, facets = self._diversity_chunk(layer, units)
+            neurons, facets = self._diversity_chunk(layer, units, advance)
         else:
-            neurons, facets = self._baseline_chunk(method, layer, units)
+            neurons, facets = self._baseline_chunk(method, layer, units, advance)
         for row in neurons + facets:
             row["run_id"] = run_id
         self.store.write("facets", name, facets)
@@ -416,7 +478,7 @@ class AtlasBuilder:
             pending = self.finder.submit_many([c for *_, c in todo], self.workers)
             self.prefetched[(layer, tuple(units))] = (neurons, todo, pending)
 
-    def _mfv_chunk(self, layer: str, units: list[int]):
+    def _mfv_chunk(self, layer: str, units: list[int], advance=None):
         jobs, exemplars, thumbnails = [], _columns("exemplars"), []
         prefetched = self.prefetched.pop((layer, tuple(units)), None)
         with self._timed("facets"):
@@ -430,14 +492,14 @@ class AtlasBuilder:
             unit = row["unit"]
             row.update(k=found.k, max_activation=float(acts.max()),
                        facet_diversity=_none_if_nan(facet_diversity(codes, found.labels)),
-                       diversity_null=_none_if_nan(diversity_null(codes, found.labels, self.config.seed)))
+                       diversity_null=_none_if_nan(diversity_null(found.labels)))
             row.update(_top_class(self.images, ids))
             self._add_exemplars(exemplars, layer, unit, ids, acts, found)
             thumbnails += self._new_thumbnails(ids, found)
             for facet, members in enumerate(self.finder.init_members(found)):
                 init = self.images.pixels(ids[members]).mean(0)
                 jobs.append((unit, facet, len(found.nearest[facet]), init))
-        facets = self._synthesize("mfv", layer, jobs)
+        facets = self._synthesize("mfv", layer, jobs, advance)
         _summarize(neurons, facets)
         return neurons, facets, exemplars, thumbnails
 
@@ -469,16 +531,16 @@ class AtlasBuilder:
         columns["dist_to_centroid"] += found.dist.tolist()
 
     # ---- baselines -------------------------------------------------------------------------
-    def _baseline_chunk(self, method: str, layer: str, units: list[int]):
+    def _baseline_chunk(self, method: str, layer: str, units: list[int], advance=None):
         keys = torch.tensor([image_key(self.config.seed, method, layer, u, 0) for u in units])
         inits = noise_init(keys, self.spec.input_shape, "cpu")
         jobs = [(unit, 0, None, init) for unit, init in zip(units, inits)]
         neurons = [_neuron_row(self.spec, layer, u, "ok", None, None) | {"k": 1} for u in units]
-        facets = self._synthesize(method, layer, jobs)
+        facets = self._synthesize(method, layer, jobs, advance)
         _summarize(neurons, facets)
         return neurons, facets
 
-    def _diversity_chunk(self, layer: str, units: list[int]):
+    def _diversity_chunk(self, layer: str, units: list[int], advance=None):
         """Lucid's diversity baseline: k images of each neuron from independent noise, optimized
         together (one group per unit, see synthesis.diversity_penalty); facet = image index."""
         k = self.config.k
@@ -487,23 +549,29 @@ class AtlasBuilder:
             keys = torch.tensor([image_key(self.config.seed, "diversity", layer, unit, f) for f in range(k)])
             jobs += [(unit, f, None, init) for f, init in enumerate(noise_init(keys, self.spec.input_shape, "cpu"))]
         neurons = [_neuron_row(self.spec, layer, u, "ok", None, None) | {"k": k} for u in units]
-        facets = self._synthesize("diversity", layer, jobs)
+        facets = self._synthesize("diversity", layer, jobs, advance)
         _summarize(neurons, facets)
         return neurons, facets
 
     # ---- synthesis ---------------------------------------------------------------------------
-    def _synthesize(self, method: str, layer: str, jobs: list[tuple]) -> list[dict]:
+    def _synthesize(self, method: str, layer: str, jobs: list[tuple], advance=None) -> list[dict]:
         """Render every (unit, facet, size, init) job of one layer in batches; one row per image."""
         rows = []
         schedule = schedule_for(method, self.spec, self.config.steps)
         for batch in _batches(jobs, self.batch_size, whole_units=schedule.diversity > 0):
+            finished = len(rows)
+            def step_done(step: int, steps: int, n=len(batch)) -> None:
+                if advance:
+                    advance((finished + n * step / steps) / len(jobs))
             units = torch.tensor([j[0] for j in batch], device=self.device)
             keys = torch.tensor([image_key(self.config.seed, method, layer, j[0], j[1]) for j in batch],
                                 device=self.device)
             init = torch.stack([j[3] for j in batch]).to(self.device)
+            started = time.perf_counter()
             with self._timed("synthesis"):
-                final = render(self.spec, layer, units, init, schedule, keys, precision=self.config.precision)
+                final = render(self.spec, layer, units, init, schedule, keys, step_done, self.config.precision)
                 before, after = measure(self.spec, layer, units, init), measure(self.spec, layer, units, final)
+            self._estimate(time.perf_counter() - started, len(batch), schedule.steps)
             for i, (unit, facet, size, _) in enumerate(batch):
                 rows.append({
                     "layer": layer, "unit": unit, "facet": facet, "size": size,
@@ -513,6 +581,14 @@ class AtlasBuilder:
                     "top1_hit": None if int(after["top1"][i]) < 0 else bool(after["top1"][i]),
                     "steps": schedule.steps})
         return rows
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def chunks(layers: dict[str, list[int]], size: int):
@@ -583,7 +659,7 @@ def build_atlas(config: BuildConfig, progress: Progress | None = None) -> BuildS
 
 
 # settings a rerun takes from the run it is compared with, unless it overrides them
-INHERITED = ("model", "weights", "data", "top_n", "m", "thumbs_per_facet", "pca_codes", "max_images",
+INHERITED = ("model", "weights", "data", "top_n", "m", "min_facet_size", "thumbs_per_facet", "pca_codes", "max_images",
              "input_size", "mean", "std", "precision")
 
 

@@ -67,6 +67,9 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
     a.add_argument("--top-n", type=int, default=d.top_n, help=f"exemplars per hidden unit (default {d.top_n})")
     a.add_argument("-k", "--k", type=int, default=d.k, help=f"facets per neuron (default {d.k})")
     a.add_argument("-m", "--m", type=int, default=d.m, help=f"images averaged into each init (default {d.m})")
+    a.add_argument("--min-facet-size", type=int, default=None, metavar="N",
+                   help="smallest facet kept: smaller k-means clusters are dissolved into their nearest "
+                        "neighbours (default: m, so every init averages m images)")
     a.add_argument("--steps", type=int, default=d.steps, help=f"synthesis steps per image (default {d.steps})")
     a.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     p = parser.add_argument_group("preprocessing (default: the model's own)")
@@ -80,7 +83,7 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
     r.add_argument("--workers", type=int, default=None,
                    help="processes for facet finding (t-SNE), one neuron each (default: one per CPU core)")
     r.add_argument("--precision", default="auto", help="fp32, bf16 (synthesis under bfloat16 autocast) or auto "
-                                                        "(default): bf16 on GPUs and on CPUs with AMX/AVX512-BF16")
+                                                        "(default): bf16 on GPUs and on CPUs with AMX, where it is faster")
     r.add_argument("--batch-size", type=int, default=None,
                    help="images per synthesis batch (default at 28 px: 128 on CPU, 320 on GPU; scaled down by input area)")
     r.add_argument("--chunk-units", type=int, default=d.chunk_units,
@@ -174,7 +177,8 @@ def _config(args, out: str, methods_default):
     return BuildConfig(
         out=out, model=getattr(args, "model", "demo"), weights=getattr(args, "weights", None), data=args.data,
         layers=getattr(args, "layers", None), units=getattr(args, "units", None),
-        methods=args.methods or methods_default, top_n=args.top_n, k=args.k, m=args.m, steps=args.steps,
+        methods=args.methods or methods_default, top_n=args.top_n, k=args.k, m=args.m,
+        min_facet_size=args.min_facet_size, steps=args.steps,
         seed=args.seed, batch_size=args.batch_size, chunk_units=args.chunk_units, device=args.device,
         thumbs_per_facet=args.thumbs_per_facet, pca_codes=args.pca_codes, max_images=args.max_images,
         input_size=args.input_size, mean=args.mean, std=args.std, precision=args.precision,
@@ -192,19 +196,27 @@ def _report(summary) -> None:
         print("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary.timings.items()))
 
 
-def cmd_demo(args, progress) -> None:
+def _open_hint(out: str) -> str:
+    """The one line a newcomer needs after a build: how to open the atlas."""
+    store = "" if Path(out).resolve() == DEMO_OUT else f" -- --store {out}"
+    return f"open the atlas: streamlit run dashboard/app.py{store}"
+
+
+def cmd_demo(args, progress) -> str:
     from .demo_train import ensure_demo_weights
     ensure_demo_weights(retrain=args.retrain, data=args.data, progress=progress)
     from .build import METHODS, build_atlas
     _report(build_atlas(_config(args, args.out, METHODS), progress))
+    return _open_hint(args.out)
 
 
-def cmd_build(args, progress) -> None:
+def cmd_build(args, progress) -> str:
     from .build import build_atlas
     if args.model == "demo" and not args.weights:
         from .demo_train import ensure_demo_weights
         ensure_demo_weights(data=args.data, progress=progress)
     _report(build_atlas(_config(args, args.out, ("mfv",)), progress))
+    return _open_hint(args.out)
 
 
 def cmd_layers(args, progress) -> None:
@@ -242,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = TerminalProgress()
     started = time.perf_counter()
     try:
-        {"demo": cmd_demo, "build": cmd_build, "layers": cmd_layers, "evaluate": cmd_evaluate}[args.command](args, progress)
+        hint = {"demo": cmd_demo, "build": cmd_build, "layers": cmd_layers, "evaluate": cmd_evaluate}[args.command](args, progress)
     except AtlasError as exc:
         progress.close()
         print(f"error: {exc}", file=sys.stderr)
@@ -254,4 +266,6 @@ def main(argv: list[str] | None = None) -> int:
     progress.close()
     if args.command != "layers":
         print(f"done in {time.perf_counter() - started:.1f} s")
+    if hint:
+        print(hint)
     return 0

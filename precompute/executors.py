@@ -196,6 +196,12 @@ class RayAtlasBuilder(AtlasBuilder):
                 self.ray.shutdown()   # disconnects; stops the Ray instance only if this build started it
 
     # ---- connecting ----------------------------------------------------------------------------
+    def _check_resources(self) -> None:
+        self._connect()
+
+    def _where(self) -> str:
+        return f"Ray, {self.slots} worker slots"
+
     def _connect(self) -> None:
         ray = self.ray
         if self.slots:

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pyarrow.parquet as pq
+import pytest
 
 from conftest import ROOT, SMALL_BUILD, query, start_and_kill_after_two_chunks
 from precompute.store import SCHEMA_VERSION, TABLES
@@ -16,6 +17,7 @@ def test_store_has_every_table_as_a_real_table(small_store):
     assert query(store, "SELECT value FROM atlas_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
 
 
+@pytest.mark.numerics
 def test_every_requested_neuron_once_per_method(small_store):
     store, summary = small_store
     rows = query(store, """SELECT r.method, count(*), count(DISTINCT (n.layer, n.unit))
@@ -36,7 +38,7 @@ def test_runs_record_their_config_and_seed(small_store):
         assert config["precision"] in ("fp32", "bf16"), "auto is recorded as what actually ran"
 
 
-def test_auto_precision_is_bf16_only_where_the_hardware_runs_it(monkeypatch):
+def test_auto_precision_is_bf16_only_where_it_was_measured_faster(monkeypatch):
     import torch
     from precompute.build import resolve_precision
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
@@ -44,9 +46,12 @@ def test_auto_precision_is_bf16_only_where_the_hardware_runs_it(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32", "AVX512-BF16 without AMX: not faster"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert resolve_precision("auto", torch.device("cpu")) == "bf16"
 
 
+@pytest.mark.numerics
 def test_mfv_neurons_facets_and_exemplars(small_store):
     store, _ = small_store
     mfv = "(SELECT run_id FROM runs WHERE method = 'mfv')"
@@ -54,15 +59,17 @@ def test_mfv_neurons_facets_and_exemplars(small_store):
     n_ex, labels = zip(*query(store, f"SELECT n_exemplars, label FROM neurons WHERE run_id = {mfv} AND layer = 'fc8' ORDER BY unit"))
     assert labels == ("T-shirt/top", "Trouser", "Pullover") and all(n > 150 for n in n_ex)
     # hidden neurons that fire: at most top-n exemplars, k facets, sizes add up
-    for layer, unit, status, n, k, div in query(
-            store, f"SELECT layer, unit, status, n_exemplars, k, facet_diversity FROM neurons WHERE run_id = {mfv}"):
+    for layer, unit, status, n, k, div, null in query(
+            store, f"SELECT layer, unit, status, n_exemplars, k, facet_diversity, diversity_null FROM neurons WHERE run_id = {mfv}"):
         if status != "ok":
             assert status == "dead" and k == 0
             continue
-        sizes = query(store, f"SELECT sum(size), count(*) FROM facets WHERE run_id = {mfv} AND layer = '{layer}' AND unit = {unit}")
-        assert sizes == [(n, k)]
+        sizes = query(store, f"""SELECT sum(size), count(*), min(size) FROM facets
+                                 WHERE run_id = {mfv} AND layer = '{layer}' AND unit = {unit}""")
+        assert sizes[0][:2] == (n, k)
+        assert k == 1 or sizes[0][2] >= SMALL_BUILD["m"], "no facet below the minimum size (m by default)"
         assert layer == "fc8" or n <= SMALL_BUILD["top_n"]
-        assert k == 1 or 0 <= div < 2
+        assert (div is None) if k == 1 else (0 <= div <= 1 and null == pytest.approx((k - 1) / (n - 1)))
         ex = query(store, f"""SELECT count(*), count(t.png) FILTER (e.rank_in_facet < 4), count(pca)
                               FROM exemplars e JOIN runs r USING (run_id)
                               LEFT JOIN thumbnails t ON t.dataset = r.dataset AND t.image_id = e.image_id
@@ -70,6 +77,7 @@ def test_mfv_neurons_facets_and_exemplars(small_store):
         assert ex[0] == n and ex[1] == min(n, 4 * k) and ex[2] == n   # thumbnails for the 4 nearest per facet
 
 
+@pytest.mark.numerics
 def test_facet_rows_hold_pngs_and_metrics(small_store):
     store, _ = small_store
     rows = query(store, """SELECT f.layer, f.init_png, f.image_png, f.act_init, f.act_final, f.target_prob, f.top1_hit, f.steps
@@ -164,3 +172,27 @@ def test_rerun_inherits_the_stored_runs_settings(small_store, tmp_path):
     new_config = json.loads(new_config)
     assert new_config["k"] == 2 and new_config["max_images"] == 2000 and new_config["top_n"] == 60
     assert query(copy, f"SELECT count(*) FROM facets WHERE run_id = '{new}'") == [(2,)]
+
+
+def test_progress_moves_during_synthesis_and_the_plan_comes_first(tmp_path):
+    from precompute.build import BuildConfig, build_atlas
+
+    class Recorder:
+        def __init__(self):
+            self.events = []
+
+        def __call__(self, task, done, total):
+            self.events.append((task, done, total))
+
+        def say(self, text):
+            self.events.append(("say", text, None))
+
+    recorder = Recorder()
+    build_atlas(BuildConfig(out=str(tmp_path), methods=("noise",), layers=("fc8",), units=(0, 1), steps=12,
+                            batch_size=1, chunk_units=2, device="cpu"), recorder)
+    said = [text for task, text, _ in recorder.events if task == "say"]
+    assert recorder.events[0][0] == "say" and said[0].startswith("plan: 2 noise neuron-runs of demo (fc8)")
+    assert said[1].startswith("estimate: about ") and len(said) == 2
+    done = [d for task, d, total in recorder.events if task == "noise neurons"]
+    assert done == sorted(done) and done[-1] == 2
+    assert any(0 < d < 1 for d in done) and any(1 < d < 2 for d in done)   # within the one chunk, per image-step

@@ -44,6 +44,14 @@ def test_every_live_mfv_neuron_has_its_facets_and_exemplars(con):
     assert missing == []
 
 
+def test_no_mfv_facet_is_below_the_minimum_and_diversity_is_a_share(con):
+    minimum, smallest = con.execute("""SELECT any_value(json_extract(r.config_json, '$.min_facet_size')::INT), min(f.size)
+                                       FROM facets f JOIN runs r USING (run_id) WHERE r.method = 'mfv'""").fetchone()
+    assert minimum == 15 and smallest >= minimum
+    lo, hi = con.execute("SELECT min(facet_diversity), max(facet_diversity) FROM neurons").fetchone()
+    assert 0 <= lo <= hi <= 1
+
+
 def test_class_facets_reach_their_target(con):
     raised, top1 = con.execute("""SELECT avg((act_final > act_init)::INT), avg(top1_hit::INT)
                                   FROM facets f JOIN runs r USING (run_id)
@@ -83,4 +91,5 @@ def test_the_quick_start_command_resumes_the_committed_store_at_once(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "(0 neuron-runs built" in result.stdout        # same settings, same runs: nothing to redo
+    assert result.stdout.splitlines()[-1] == f"open the atlas: streamlit run dashboard/app.py -- --store {tmp_path}"
     assert (tmp_path / DB_NAME).exists()

@@ -15,17 +15,19 @@ from precompute.models import imagenet_classes, load_model
 CAT, ESPRESSO = imagenet_classes().index("Egyptian cat"), imagenet_classes().index("espresso")
 
 
+@pytest.mark.numerics
 def test_efficientnet_lite0_real_weights_end_to_end(tmp_path, photo_folder):
     out = tmp_path / "atlas"
     summary = build_atlas(BuildConfig(out=str(out), model="efficientnet-lite0", data=str(photo_folder),
                                       layers=("fc8",), units=(CAT, ESPRESSO), k=3, m=3, steps=30, device="cpu"))
     assert summary.skipped_files == 1                                     # the corrupt file, counted
     neurons = query(out, "SELECT unit, label, status, n_exemplars, k FROM neurons ORDER BY unit")
-    assert neurons == [(CAT, "Egyptian cat", "ok", 16, 3), (ESPRESSO, "espresso", "ok", 16, 3)]
-    facets = query(out, "SELECT unit, act_init, act_final, top1_hit, octet_length(image_png) FROM facets")
-    assert len(facets) == 6
+    assert [row[:4] for row in neurons] == [(CAT, "Egyptian cat", "ok", 16), (ESPRESSO, "espresso", "ok", 16)]
+    assert all(1 <= k <= 3 for *_, k in neurons)   # fewer than k when a cluster under m = 3 was dissolved
+    facets = query(out, "SELECT unit, act_init, act_final, top1_hit, size FROM facets")
+    assert len(facets) == sum(k for *_, k in neurons) and min(size for *_, size in facets) >= 3
     assert all(final > init for _, init, final, _, _ in facets)          # synthesis raises the target logit
-    assert sum(hit for *_, hit, _ in facets) >= 5                         # and reaches top-1 for most facets
+    assert sum(hit for *_, hit, _ in facets) >= len(facets) - 1           # and reaches top-1 for most facets
     (config,) = query(out, "SELECT config_json FROM runs")[0]
     config = json.loads(config)
     assert config["skipped_files"] == 1 and config["schedule"]["margin"] == 49

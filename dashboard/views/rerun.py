@@ -60,7 +60,7 @@ def job_status(job_id: str) -> None:
         st.info(f"Queued: {title}. {queue().ahead_of(job_id)} rerun(s) ahead of it.")
     elif job.status == "running":
         share = job.done / job.total if job.total else 0.0
-        st.progress(share, text=f"Running {title}: {job.task or 'starting'} {job.done}/{job.total}")
+        st.progress(share, text=f"Running {title}: {job.task or 'starting'} {share:.0%}")
     elif job.status == "failed":
         st.error(f"Rerun failed: {job.error}")
     else:
