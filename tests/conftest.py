@@ -11,6 +11,11 @@ sys.path.insert(0, str(ROOT))
 
 from precompute.models import DEMO_WEIGHTS  # noqa: E402
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "numerics: checks numbers torch computes; the README's test command runs "
+                                       "these again under ATEN_CPU_CAPABILITY=avx2 (other CPU kernels)")
+
+
 def query(store: Path, sql: str) -> list[tuple]:
     """Rows of `sql` on a store's atlas.duckdb, opened read-only and closed again."""
     import duckdb

@@ -5,6 +5,8 @@ import torch
 from precompute import activations
 from precompute.activations import merge_scans, scan
 
+pytestmark = pytest.mark.numerics   # run again under other CPU kernels (conftest)
+
 
 def _scan(spec, images, top_n, batch_size=100):
     return scan(spec, images, ["fc8", "fc6", "conv2"], top_n, torch.device("cpu"), batch_size=batch_size,

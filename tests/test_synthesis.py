@@ -1,7 +1,10 @@
+import pytest
 import torch
 
 from precompute.synthesis import (center_bias_schedule, crop, hash_keys, measure, mfv_schedule, noise_init,
                                   render, split_steps, total_variation, tv_denoise)
+
+pytestmark = pytest.mark.numerics   # run again under other CPU kernels (conftest)
 
 
 def test_tv_denoise_reduces_total_variation_and_keeps_the_mean():
