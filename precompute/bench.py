@@ -182,8 +182,23 @@ def build_row(device: torch.device) -> dict:
     return {"seconds": summary.seconds, "timings": summary.timings, "neurons": summary.neurons_built}
 
 
+def precision_tables() -> str:
+    """benchmarks/precision.py under this machine's kernels and under torch's AVX2 and scalar kernels
+    (ATEN_CPU_CAPABILITY), each in its own process: the capability is read when torch loads."""
+    import subprocess
+    import sys
+    script = REPO_ROOT / "benchmarks" / "precision.py"
+    parts = []
+    for capability in (None, "avx2", "default"):
+        env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+        env |= {"ATEN_CPU_CAPABILITY": capability} if capability else {}
+        parts.append(subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                                    check=True).stdout.strip())
+    return "\n\n".join(parts)
+
+
 def report(synth: list[dict], discovery: list[dict], peaks: dict[str, float], device: torch.device,
-           build: dict | None = None) -> str:
+           build: dict | None = None, precision: str | None = None) -> str:
     measured = " and ".join(f"{peaks[p] / 1e9:.0f} GFLOP/s ({p})" for p in peaks)
     lines = [f"# Benchmarks\n\nMeasured by `python -m precompute.bench` on {device} "
              f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}); "
@@ -219,6 +234,10 @@ def report(synth: list[dict], discovery: list[dict], peaks: dict[str, float], de
                   f"{phases(BUILD_BEFORE)} | 1.0x |",
                   f"| now | {build['seconds'] / 60:.1f} min ({build['seconds']:.0f} s) | {phases(build)} | "
                   f"{BUILD_BEFORE['seconds'] / build['seconds']:.1f}x |"]
+    if precision:
+        lines += ["", "## Precision: fp32 against bf16 per image-step, by CPU kernel path (`--precision auto`)\n",
+                  "`python benchmarks/precision.py`, run under each `ATEN_CPU_CAPABILITY`; the MFV loop in the build's "
+                  "batches (demo 30 steps, EfficientNet-Lite0 5 steps).\n", precision]
     return "\n".join(lines) + "\n"
 
 
@@ -235,7 +254,8 @@ def main(argv=None) -> None:
     synth = [row for model in args.models.split(",") for row in synthesis_rows(model.strip(), device)]
     discovery = facet_discovery_rows()
     build = build_row(device) if args.build else None
-    text = report(synth, discovery, peaks, device, build)
+    precision = precision_tables() if device.type == "cpu" else None
+    text = report(synth, discovery, peaks, device, build, precision)
     Path(args.out).write_text(text)
     print(text)
     print(f"written to {args.out}")

@@ -296,7 +296,10 @@ class AtlasBuilder:
             self._load_data()
         if any(units for _, layers in todo.values() for units in layers.values()):
             self._check_resources()
-        self._say(self._plan({method: layers for method, (_, layers) in todo.items()}))
+        left = {method: layers for method, (_, layers) in todo.items()}
+        self.image_steps_left = sum(self._images_per_neuron(method) * len(units)
+                                    for method, layers in left.items() for units in layers.values()) * self.config.steps
+        self._say(self._plan(left))
         if mfv_layers:
             self._scan(mfv_layers)
         runs = []   # (method, run_id, units left by layer) of the runs with work left
@@ -353,8 +356,7 @@ class AtlasBuilder:
         runs = {method: sum(map(len, layers.values())) for method, layers in todo.items()}
         runs = {method: n for method, n in runs.items() if n}
         if not runs:
-            return "plan: nothing to do, every requested neuron is built (this resumes nothing)"
-        self.image_steps_left = sum(n * self._images_per_neuron(m) for m, n in runs.items()) * self.config.steps
+            return "plan: nothing to do, every requested neuron is already built"
         layers = sorted({layer for layers in todo.values() for layer, units in layers.items() if units})
         c = self.config
         data = (f"; mfv: top {c.top_n} exemplars a hidden unit (a class neuron: all of its class), k={c.k}, "
@@ -367,14 +369,16 @@ class AtlasBuilder:
         """Images synthesized per neuron (MFV: at most k, fewer for small exemplar sets or merged facets)."""
         return self.config.k if method in ("mfv", "diversity") else 1
 
-    def _estimate(self, seconds: float, images: int, steps: int) -> None:
+    def _estimate(self, seconds: float, images: int, steps: int, layer: str) -> None:
         """After the build's first synthesis batch: the whole build's synthesis time at that rate."""
         if self.estimated or not self.image_steps_left:
             return
         self.estimated = True
         per_step = seconds / (images * steps)
+        deeper = len(self.units) > 1 and layer != list(self.units)[-1]
         self._say(f"estimate: about {_duration(per_step * self.image_steps_left)} of synthesis for the whole build "
-                  f"(first batch: {images} images x {steps} steps in {seconds:.1f} s; MFV with fewer facets is faster)")
+                  f"at the first batch's rate ({images} images x {steps} steps of {layer} in {seconds:.1f} s"
+                  f"{'; deeper layers run slower' if deeper else ''})")
 
     @contextmanager
     def _timed(self, name: str):
@@ -571,7 +575,7 @@ class AtlasBuilder:
             with self._timed("synthesis"):
                 final = render(self.spec, layer, units, init, schedule, keys, step_done, self.config.precision)
                 before, after = measure(self.spec, layer, units, init), measure(self.spec, layer, units, final)
-            self._estimate(time.perf_counter() - started, len(batch), schedule.steps)
+            self._estimate(time.perf_counter() - started, len(batch), schedule.steps, layer)
             for i, (unit, facet, size, _) in enumerate(batch):
                 rows.append({
                     "layer": layer, "unit": unit, "facet": facet, "size": size,
