@@ -167,6 +167,12 @@ def _add_evaluate_parser(sub) -> None:
     evaluate.add_argument("--effnet-store", default=None, metavar="DIR",
                           help="where the EfficientNet-Lite0 subset is built and resumed "
                                "(default ~/.cache/facet-atlas/effnet-evidence)")
+    evaluate.add_argument("--heldout", default=None, metavar="DIR",
+                          help="image folder (one sub-folder per class) the store was not built from: the trial images "
+                               "of the explanation score (default: the demo's test split; other models are not scored)")
+    evaluate.add_argument("--backbone", default=None, metavar="MODEL",
+                          help="network whose features judge similarity in the explanation score (default: the second "
+                               "demo CNN for the demo, efficientnet-lite2 otherwise)")
     evaluate.add_argument("--figures", default=None, metavar="DIR", help="write one PNG figure per claim into DIR")
     evaluate.add_argument("--readme", default=None, metavar="FILE",
                           help="rewrite the block between <!-- results:start --> and <!-- results:end --> in FILE")
@@ -234,7 +240,7 @@ def cmd_evaluate(args, progress) -> None:
     if args.effnet:
         from .evaluate_effnet import evaluate_effnet
         evaluate_effnet(args.store, args.effnet, args.effnet_store, progress)
-    summary = evaluate_store(args.store, progress, args.device)
+    summary = evaluate_store(args.store, progress, args.device, args.heldout, args.backbone)
     print(f"store: {summary.store}  ({summary.rows} evaluation rows in {summary.seconds:.1f} s)")
     for method, run_id in summary.run_ids.items():
         print(f"  {method:12s} run {run_id}")

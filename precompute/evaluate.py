@@ -26,13 +26,13 @@ import torch
 from . import measures
 from .claims import Verdict, verdicts
 from .errors import AtlasError
+from .explain import REFERENCE   # `method` of the rows that measure real exemplars
 from .images import from_png
 from .models import ModelSpec, load_model
 from .store import Store, ensure_database
 
 OWN_PARTS = "store__"            # evaluation parts describing this store's own runs
 EXTERNAL_PARTS = "external__"    # rows measured on another store (the EfficientNet-Lite0 subset)
-REFERENCE = "exemplars"          # `method` of the rows that measure real exemplars, for comparison
 MEDIAN_METRICS = {"facet_diversity", "diversity_null", "image_diversity", "init_diversity", "image_spread",
                   "own_other_ratio"}
 REFERENCE_SAMPLE = 32            # exemplars per neuron measured for the reference rows
@@ -300,6 +300,34 @@ def verdict_rows(run: dict, found: list[Verdict]) -> list[dict]:
              "metric": v.claim, "value": v.score, "n": None, "detail": v.evidence} for v in found]
 
 
+# ---- explanation scores (precompute.scoring) --------------------------------------------------------
+def explanation_scores(con, runs: dict, spec: ModelSpec, layers, images, heldout: str | None, backbone: str | None,
+                       device, progress) -> tuple[list[dict], str | None]:
+    """Score rows of every image, or ([], why not)."""
+    from . import scoring
+    config = json.loads((runs.get("mfv") or next(iter(runs.values())))["config_json"])
+    found, description = scoring.heldout_set(spec, config["model"], heldout, config.get("data"))
+    if found is None:
+        return [], description
+    name = backbone or scoring.default_backbone(spec)
+    return scoring.score_runs(con, runs, spec, [layer for layer, _ in layers], images, found, description, name,
+                              device, progress), None
+
+
+def score_rows(scores: list[dict]) -> list[dict]:
+    """The neuron-level scores as evaluation rows (metric 'explanation'), for the per-layer means."""
+    return [{"run_id": s["run_id"], "model": s["model"], "method": s["method"], "layer": s["layer"], "unit": s["unit"],
+             "metric": "explanation", "value": s["score"], "n": s["trials"], "detail": f"backbone {s['backbone']}"}
+            for s in scores if s["facet"] is None and s["score"] is not None and np.isfinite(s["score"])]
+
+
+def write_scores(store: Store, scores: list[dict]) -> None:
+    """Replace this store's own score parts (an external subset's stay)."""
+    store.remove("scores", f"{OWN_PARTS}*")
+    if scores:
+        store.write("scores", f"{OWN_PARTS}all", scores)
+
+
 # ---- the whole evaluation ---------------------------------------------------------------------------
 def transfer_model(spec: ModelSpec, progress) -> ModelSpec | None:
     """The second network of the transfer test: for the demo, the same CNN trained with another seed
@@ -311,8 +339,11 @@ def transfer_model(spec: ModelSpec, progress) -> ModelSpec | None:
     return load_model("demo", TRANSFER_WEIGHTS)
 
 
-def evaluate_store(store_dir: str | Path, progress=None, device: str = "auto") -> EvaluationSummary:
-    """Measure every run of the store (one per method) and (re)write its evaluations."""
+def evaluate_store(store_dir: str | Path, progress=None, device: str = "auto", heldout: str | None = None,
+                   backbone: str | None = None) -> EvaluationSummary:
+    """Measure every run of the store (one per method) and (re)write its evaluations and the
+    explanation scores of its images (those need held-out images: the demo's test split, else
+    the folder `heldout`)."""
     from .build import resolve_device
     start = time.perf_counter()
     progress = progress or (lambda task, done, total: None)
@@ -335,8 +366,11 @@ def evaluate_store(store_dir: str | Path, progress=None, device: str = "auto") -
         if model_b is None and any(spec.layers[layer].role == "logits" for layer, _ in layers):
             rows.append(_row(reference, None, None, None, "top1_model_b", None, 0,
                              f"no second model for {spec.name} ships offline, so no transfer test"))
+        scores, note = explanation_scores(con, runs, spec, layers, images, heldout, backbone, torch_device, progress)
+        rows += score_rows(scores) if scores else [_row(reference, None, None, None, "explanation", None, 0, note)]
     finally:
         con.close()
+    write_scores(store, scores)
     names = [layer for layer, _ in layers]
     rows += aggregate(rows, names)
     found = verdicts(rows, names, [layer for layer, kind in layers if kind == "fc"])

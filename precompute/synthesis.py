@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import LayerInfo, ModelSpec
+from .params import make_image, random_affine
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class Schedule:
     margin: int                           # px, for center_margin stages
     tv_iters: int = 4
     diversity: float = 0.0                # > 0: weight of the group style-similarity penalty
+    param: str = "pixel"                  # image parameterization (precompute.params)
+    learning_rate: float = 0.05           # Adam's, for the spectral parameterizations
+    scale: float = 0.0                    # transformation robustness: random scale 1 +- this
+    rotate: float = 0.0                   # and random rotation +- this many degrees, every step
 
     @property
     def steps(self) -> int:
@@ -235,6 +240,9 @@ def render(spec: ModelSpec, layer: str, units: torch.Tensor, init: torch.Tensor,
            groups: torch.Tensor | None = None) -> torch.Tensor:
     """Maximize unit `units[i]` of `layer` for image i, starting from `init[i]` (pixels in [0, 1]).
 
+    schedule.param "pixel" steps the pixels (normalized gradient ascent, then TV denoising);
+    "fourier" and "maco" step their spectra with Adam, on a canvas as large as the pixel loop's
+    last stage from the start. Both see the same transformed views and gradient weights.
     precision="bf16" runs the network's forward and backward under bfloat16 autocast (fast on
     GPUs and on CPUs with AMX); the canvas, its updates and TV denoising stay in float32.
     With `schedule.diversity` > 0, images with the same `groups` id (default: the same target
@@ -247,36 +255,73 @@ def render(spec: ModelSpec, layer: str, units: torch.Tensor, init: torch.Tensor,
     objective = UnitObjective(info, units)
     groups = units if groups is None else groups
     size = tuple(spec.input_shape[1:])
+    pixel = schedule.param == "pixel"
     canvas = init.clone()
+    if not pixel:   # a spectrum has one size: the pixel loop's final canvas
+        grown = 1.0
+        for stage in schedule.stages:
+            grown *= stage.upscale
+        if grown != 1.0:
+            canvas = F.interpolate(canvas, scale_factor=grown, mode="bilinear", align_corners=False)
+        image = make_image(schedule.param, canvas)
+        optimizer = torch.optim.Adam(image.parameters(), lr=schedule.learning_rate)
     done, total = 0, schedule.steps
-    for s, stage in enumerate(schedule.stages):
-        if stage.upscale != 1.0:
+    for stage in schedule.stages:
+        if pixel and stage.upscale != 1.0:
             canvas = F.interpolate(canvas, scale_factor=stage.upscale, mode="bilinear", align_corners=False)
         weights = _gradient_weights(stage, schedule, canvas)
-        room = torch.tensor([canvas.shape[-2] - size[0], canvas.shape[-1] - size[1]], device=canvas.device)
         for i in range(stage.steps):
-            canvas = canvas.detach().requires_grad_(True)
-            padded = F.pad(canvas, (schedule.jitter,) * 4, mode="reflect") if schedule.jitter else canvas
-            offsets = torch.stack([hash_keys(keys, done, 1), hash_keys(keys, done, 2)], 1) % (room + 2 * schedule.jitter + 1)
-            view = crop(padded, offsets, size)
+            if pixel:
+                canvas = canvas.detach().requires_grad_(True)
+            else:
+                canvas = image()
+                if weights is not None:
+                    canvas.register_hook(lambda grad, weights=weights: grad * weights)
+            view = _view(canvas, keys, done, schedule, size)
             with torch.autocast(canvas.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 outputs = net(spec.preprocess(view))
             gain = objective(outputs[layer].float(), stage.objective)
             if style:
                 gain = gain - schedule.diversity * diversity_penalty(outputs[style], groups)
-            (grad,) = torch.autograd.grad(gain.sum(), canvas)
-            with torch.no_grad():
-                if weights is not None:
-                    grad = grad * weights
-                scale = grad.abs().mean((1, 2, 3), keepdim=True).clamp_min(1e-12)
-                canvas = (canvas + _lerp(stage.step_size, i, stage.steps) * grad / scale).clamp_(0, 1)
-                tv = _lerp(stage.tv_weight, i, stage.steps)
-                if tv > 0:
-                    canvas = tv_denoise(canvas, tv, schedule.tv_iters).clamp_(0, 1)
+            if pixel:
+                canvas = _pixel_step(canvas, gain, stage, schedule, i, weights)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                (-gain.sum()).backward()
+                optimizer.step()
             done += 1
             if progress:
                 progress(done, total)
-    return center_crop(canvas.detach(), size).contiguous()
+    final = canvas if pixel else image()
+    return center_crop(final.detach(), size).contiguous()
+
+
+def _view(canvas: torch.Tensor, keys: torch.Tensor, step: int, schedule: Schedule, size: tuple) -> torch.Tensor:
+    """What the network sees this step: a jittered crop of the canvas, randomly scaled and rotated
+    when the schedule asks; every draw comes from the image's key and the step."""
+    padded = F.pad(canvas, (schedule.jitter,) * 4, mode="reflect") if schedule.jitter else canvas
+    room = torch.tensor([canvas.shape[-2] - size[0], canvas.shape[-1] - size[1]], device=canvas.device)
+    offsets = torch.stack([hash_keys(keys, step, 1), hash_keys(keys, step, 2)], 1) % (room + 2 * schedule.jitter + 1)
+    view = crop(padded, offsets, size)
+    if schedule.scale > 0 or schedule.rotate > 0:
+        draws = torch.stack([hash_keys(keys, step, 3), hash_keys(keys, step, 4)], 1).float() / 2 ** 31
+        view = random_affine(view, draws, schedule.scale, schedule.rotate)
+    return view
+
+
+def _pixel_step(canvas: torch.Tensor, gain: torch.Tensor, stage: Stage, schedule: Schedule, i: int,
+                weights: torch.Tensor | None) -> torch.Tensor:
+    """The authors' update: a normalized gradient step, clipping, then TV denoising."""
+    (grad,) = torch.autograd.grad(gain.sum(), canvas)
+    with torch.no_grad():
+        if weights is not None:
+            grad = grad * weights
+        scale = grad.abs().mean((1, 2, 3), keepdim=True).clamp_min(1e-12)
+        canvas = (canvas + _lerp(stage.step_size, i, stage.steps) * grad / scale).clamp_(0, 1)
+        tv = _lerp(stage.tv_weight, i, stage.steps)
+        if tv > 0:
+            canvas = tv_denoise(canvas, tv, schedule.tv_iters).clamp_(0, 1)
+    return canvas
 
 
 @torch.no_grad()
