@@ -33,10 +33,16 @@ from .facets import FacetFinder, diversity_null, facet_diversity
 from .images import thumbnail, to_png
 from .models import REPO_ROOT, ModelSpec, load_model
 from .store import SCHEMA_VERSION, Store
+from .params import PARAMETERIZATIONS
 from .synthesis import (PRECISIONS, Schedule, center_bias_schedule, diversity_schedule, measure, mfv_schedule,
                         noise_init, render)
 
 METHODS = ("mfv", "center-bias", "noise", "diversity")
+TRANSFORMS = ("jitter", "scale", "rotate")
+ROBUST_SCALE, ROBUST_ROTATE = 0.1, 10.0   # Lucid's transformation robustness: scale 0.9-1.1, rotate +-10 degrees
+LEARNING_RATES = {"fourier": 0.05, "maco": 0.05}   # Adam's, per parameterization
+# (param, transforms) by input size: [below 64 px, 64 px and more]
+DEFAULT_SYNTHESIS = {False: ("pixel", ("jitter",)), True: ("pixel", ("jitter",))}
 DATA_FREE = ("center-bias", "noise", "diversity")   # methods that read no training images
 Progress = Callable[[str, int, int], None]   # (task, done, total)
 
@@ -55,6 +61,9 @@ class BuildConfig:
     m: int = 15               # images averaged into a facet's init
     min_facet_size: int | None = None   # smaller clusters are dissolved into their neighbours (None: m)
     steps: int = 200          # synthesis steps per image
+    param: str = "auto"       # image parameterization: pixel, fourier, maco or auto (by input size)
+    transforms: tuple[str, ...] | None = None   # of jitter, scale, rotate (None: by input size)
+    learning_rate: float | None = None          # Adam's, for fourier and maco (None: theirs)
     seed: int = 0
     batch_size: int | None = None   # images per synthesis batch (default: by input size)
     chunk_units: int = 32     # neurons per committed chunk
@@ -78,6 +87,8 @@ class BuildConfig:
         keep = ("model", "top_n", "k", "m", "steps", "seed", "thumbs_per_facet", "pca_codes", "max_images")
         ident = {key: getattr(self, key) for key in keep} | {"min_facet_size": self.facet_minimum}
         ident |= {key: getattr(self, key) for key in ("input_size", "mean", "std") if getattr(self, key) is not None}
+        if (self.param, self.transforms) != ("pixel", ("jitter",)):   # the paper's loop keeps its old run ids
+            ident |= {"param": self.param, "transforms": list(self.transforms), "learning_rate": self.learning_rate}
         if self.precision != "fp32":
             ident["precision"] = self.precision
         ident.update(method=method, model_sha256=weights_sha256, dataset=dataset)
@@ -107,6 +118,11 @@ def validate(config: BuildConfig) -> None:
     for method in config.methods:
         choose("method", method, METHODS)
     choose("precision", config.precision, PRECISIONS + ("auto",))
+    choose("parameterization", config.param, PARAMETERIZATIONS + ("auto",))
+    for name in config.transforms or ():
+        choose("transform", name, TRANSFORMS)
+    if config.learning_rate is not None and not config.learning_rate > 0:
+        raise AtlasError(f"--learning-rate must be positive, got {config.learning_rate}")
     for name in ("top_n", "k", "m", "min_facet_size", "steps", "batch_size", "chunk_units", "max_images", "workers"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise AtlasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
@@ -166,10 +182,26 @@ def image_key(seed: int, method: str, layer: str, unit: int, facet: int) -> int:
     return zlib.crc32(f"{seed}/{method}/{layer}/{unit}/{facet}".encode()) & 0x7FFFFFFF
 
 
-def schedule_for(method: str, spec: ModelSpec, steps: int) -> Schedule:
+def resolve_synthesis(config: BuildConfig, input_size: int) -> BuildConfig:
+    """Fill in the parameterization, transforms and learning rate the sweep chose for this input
+    size (benchmarks/sweep_synthesis.py; README, "Choosing the synthesis defaults")."""
+    param, transforms = DEFAULT_SYNTHESIS[input_size >= 64]
+    param = param if config.param == "auto" else config.param
+    transforms = config.transforms if config.transforms is not None else transforms
+    rate = None if param == "pixel" else (config.learning_rate or LEARNING_RATES[param])
+    return dataclasses.replace(config, param=param, transforms=tuple(transforms), learning_rate=rate)
+
+
+def schedule_for(method: str, spec: ModelSpec, config: BuildConfig) -> Schedule:
+    """The method's schedule at the model's input size, with the build's parameterization and transforms."""
     size = spec.input_shape[1]
     makers = {"center-bias": center_bias_schedule, "diversity": diversity_schedule}
-    return makers.get(method, mfv_schedule)(size, steps)
+    schedule = makers.get(method, mfv_schedule)(size, config.steps)
+    transforms = config.transforms or ()
+    return dataclasses.replace(
+        schedule, param=config.param, learning_rate=config.learning_rate or 0.0,
+        jitter=schedule.jitter if "jitter" in transforms else 0,
+        scale=ROBUST_SCALE if "scale" in transforms else 0.0, rotate=ROBUST_ROTATE if "rotate" in transforms else 0.0)
 
 
 def scan_batch_size(spec: ModelSpec) -> int:
@@ -236,6 +268,7 @@ class AtlasBuilder:
                              f"per class (the data-free methods {', '.join(DATA_FREE)} need none)")
         self.spec = load_model(config.model, config.weights, config.input_size, config.mean, config.std,
                                config.seed).to(self.device)
+        self.config = config = resolve_synthesis(config, self.spec.input_shape[1])
         self.units = _select_units(self.spec, config)
         self.batch_size = config.batch_size or default_batch_size(self.spec.input_shape[1], self.device)
         self.workers = config.workers or os.cpu_count() or 1
@@ -264,7 +297,7 @@ class AtlasBuilder:
         previous = self.store.read("runs", run_id)
         now = datetime.now(timezone.utc).replace(microsecond=0)
         config = dataclasses.asdict(self.config) | {
-            "method": method, "schedule": dataclasses.asdict(schedule_for(method, self.spec, self.config.steps)),
+            "method": method, "schedule": dataclasses.asdict(schedule_for(method, self.spec, self.config)),
             "min_facet_size": self.config.facet_minimum,
             "model_sha256": self.spec.weights_sha256, "dataset": self.dataset,
             "skipped_files": self.images.skipped if self.images is not None else None}
@@ -561,7 +594,7 @@ class AtlasBuilder:
     def _synthesize(self, method: str, layer: str, jobs: list[tuple], advance=None) -> list[dict]:
         """Render every (unit, facet, size, init) job of one layer in batches; one row per image."""
         rows = []
-        schedule = schedule_for(method, self.spec, self.config.steps)
+        schedule = schedule_for(method, self.spec, self.config)
         for batch in _batches(jobs, self.batch_size, whole_units=schedule.diversity > 0):
             finished = len(rows)
             def step_done(step: int, steps: int, n=len(batch)) -> None:
@@ -664,7 +697,7 @@ def build_atlas(config: BuildConfig, progress: Progress | None = None) -> BuildS
 
 # settings a rerun takes from the run it is compared with, unless it overrides them
 INHERITED = ("model", "weights", "data", "top_n", "m", "min_facet_size", "thumbs_per_facet", "pca_codes", "max_images",
-             "input_size", "mean", "std", "precision")
+             "input_size", "mean", "std", "precision", "param", "transforms", "learning_rate")
 
 
 def rerun_neuron(store_dir: str | Path, layer: str, unit: int, method: str = "mfv", k: int = 10,
@@ -676,7 +709,7 @@ def rerun_neuron(store_dir: str | Path, layer: str, unit: int, method: str = "mf
     settings come from it, so only what the caller changes (method, k, steps, seed) differs.
     """
     inherited = {key: value for key, value in (like or {}).items() if key in INHERITED}
-    for key in ("mean", "std"):
+    for key in ("mean", "std", "transforms"):
         if inherited.get(key) is not None:
             inherited[key] = tuple(inherited[key])
     config = BuildConfig(out=str(store_dir), layers=(layer,), units=(unit,), methods=(method,), k=k, steps=steps,

@@ -72,6 +72,14 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
                         "neighbours (default: m, so every init averages m images)")
     a.add_argument("--steps", type=int, default=d.steps, help=f"synthesis steps per image (default {d.steps})")
     a.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    a.add_argument("--param", default=d.param, metavar="{pixel,fourier,maco,auto}",
+                   help="image parameterization: pixel (the paper's), fourier (Lucid's decorrelated colour + FFT), "
+                        "maco (phase only, natural magnitude) or auto (default): the sweep's choice for the input size")
+    a.add_argument("--transforms", type=_name_list, default=None, metavar="LIST",
+                   help="transformation robustness, comma-separated of jitter, scale, rotate (default: by input "
+                        "size, as the sweep chose)")
+    a.add_argument("--learning-rate", type=float, default=None, metavar="LR",
+                   help="Adam's learning rate for fourier and maco (default: theirs)")
     p = parser.add_argument_group("preprocessing (default: the model's own)")
     p.add_argument("--input-size", type=int, help="input size in px (e.g. 224)")
     p.add_argument("--mean", type=_float_list, help="per-channel mean of pixels in [0, 1], e.g. 0.485,0.456,0.406")
@@ -134,7 +142,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 EVALUATE_EPILOG = """what it measures, per run (one per method) and neuron, then per layer and run:
   act_final, raised, top1           activation reached, share raised, share top-1 (class neurons)
-  top1_model_b                      share top-1 under a second, differently seeded demo model
+  top1_model_b                      share top-1 under a second network (demo: another seed; ImageNet: Lite2)
   image_diversity                   spread of a neuron's k images' fc7 codes / spread of its exemplars'
   image_spread                      the same spread, raw (no exemplars needed)
   init_diversity                    MFV: image_diversity of the facets' init (mean) images
@@ -142,6 +150,9 @@ EVALUATE_EPILOG = """what it measures, per run (one per method) and neuron, then
   hist_chi2, code_distance          naturalness: distance to the neuron's real exemplars
   facet_to_cluster                  MFV facet images nearest their own cluster's centroid (vs chance)
   centre_share, fragments           how centred / fragmented an image is
+  moved                             mean absolute pixel change from the image's init (pixels in [0, 1])
+  explanation                       the explanation score of the neuron's images (scores table; needs
+                                    held-out images: the demo's test split, else --heldout DIR)
 and a verdict per claim of the paper (rows claim1..claim4).
 
 examples:
@@ -184,7 +195,8 @@ def _config(args, out: str, methods_default):
         out=out, model=getattr(args, "model", "demo"), weights=getattr(args, "weights", None), data=args.data,
         layers=getattr(args, "layers", None), units=getattr(args, "units", None),
         methods=args.methods or methods_default, top_n=args.top_n, k=args.k, m=args.m,
-        min_facet_size=args.min_facet_size, steps=args.steps,
+        min_facet_size=args.min_facet_size, steps=args.steps, param=args.param, transforms=args.transforms,
+        learning_rate=args.learning_rate,
         seed=args.seed, batch_size=args.batch_size, chunk_units=args.chunk_units, device=args.device,
         thumbs_per_facet=args.thumbs_per_facet, pca_codes=args.pca_codes, max_images=args.max_images,
         input_size=args.input_size, mean=args.mean, std=args.std, precision=args.precision,

