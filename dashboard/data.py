@@ -17,6 +17,8 @@ SORTS = {  # label -> ORDER BY clause (a fixed list: user input never reaches SQ
     "facet diversity, low first": "facet_diversity ASC NULLS LAST, unit",
     "unit": "unit",
     "best activation reached": "best_act_final DESC NULLS LAST, unit",
+    "explanation score, high first": "explanation DESC NULLS LAST, unit",
+    "explanation score, low first": "explanation ASC NULLS LAST, unit",
     "label": "label, unit",
 }
 
@@ -44,6 +46,21 @@ def layers(store: str, version: float, run_id: str) -> pd.DataFrame:
                   [run_id])
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def has_table(store: str, version: float, name: str) -> bool:
+    """Whether the store's database has table `name` (older stores lack the newer tables)."""
+    found = _query(store, "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = ?", [name])
+    return bool(int(found["n"][0]))
+
+
+def _neuron_scores(store: str, version: float) -> str:
+    """A FROM-clause source of each neuron's explanation score (all its images as references)."""
+    if not has_table(store, version, "scores"):
+        return "(SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS layer, NULL::INT AS unit, NULL::DOUBLE AS explanation)"
+    return """(SELECT run_id, layer, unit, score AS explanation FROM scores
+              WHERE facet IS NULL AND method <> 'exemplars')"""
+
+
 @st.cache_data(show_spinner=False, max_entries=512)
 def neuron_page(store: str, version: float, run_id: str, layer: str, search: str, div_range: tuple[float, float],
                 include_unscored: bool, sort: str, limit: int, offset: int) -> tuple[pd.DataFrame, int]:
@@ -54,8 +71,9 @@ def neuron_page(store: str, version: float, run_id: str, layer: str, search: str
     params = [run_id, layer, like, search, like, div_range[0], div_range[1], include_unscored]
     total = int(_query(store, f"SELECT count(*) AS n FROM neurons WHERE {where}", params)["n"][0])
     page = _query(store, f"""SELECT unit, label, status, reason, n_exemplars, k, facet_diversity, diversity_null,
-                                    best_act_final, max_activation, top_class, top_class_share
-                             FROM neurons WHERE {where} ORDER BY {SORTS[sort]} LIMIT ? OFFSET ?""",
+                                    best_act_final, max_activation, top_class, top_class_share, explanation
+                             FROM neurons LEFT JOIN {_neuron_scores(store, version)} USING (run_id, layer, unit)
+                             WHERE {where} ORDER BY {SORTS[sort]} LIMIT ? OFFSET ?""",
                   params + [limit, offset])
     return page, total
 
@@ -80,6 +98,17 @@ def neuron(store: str, version: float, run_id: str, layer: str, unit: int) -> di
 def facets(store: str, version: float, run_id: str, layer: str, unit: int) -> pd.DataFrame:
     return _query(store, """SELECT facet, size, init_png, image_png, act_init, act_final, target_prob, top1_hit, steps
                             FROM facets WHERE run_id = ? AND layer = ? AND unit = ? ORDER BY facet""",
+                  [run_id, layer, unit])
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def scores(store: str, version: float, run_id: str, layer: str, unit: int) -> pd.DataFrame:
+    """A neuron's explanation scores in one run: per facet and for the neuron (facet NaN), its images'
+    (method = the run's) and its exemplars' (method 'exemplars'); empty for a store without them."""
+    if not has_table(store, version, "scores"):
+        return pd.DataFrame(columns=["method", "facet", "score", "trials", "backbone", "heldout"])
+    return _query(store, """SELECT method, facet, score, trials, backbone, heldout FROM scores
+                            WHERE run_id = ? AND layer = ? AND unit = ? ORDER BY method, facet NULLS FIRST""",
                   [run_id, layer, unit])
 
 
@@ -132,8 +161,7 @@ def diversity_values(store: str, version: float, run_id: str) -> pd.DataFrame:
 def evaluations(store: str, version: float) -> pd.DataFrame:
     """Every evaluation row (python -m precompute evaluate); empty for a store that has none, or
     whose database predates the table (schema version 1)."""
-    found = _query(store, "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'evaluations'")
-    if not int(found["n"][0]):
+    if not has_table(store, version, "evaluations"):
         return pd.DataFrame()
     return _query(store, "SELECT run_id, model, method, layer, unit, metric, value, n, detail FROM evaluations")
 

@@ -29,4 +29,12 @@ JOIN facets b ON b.layer = m.layer AND b.unit = m.unit
 JOIN runs rb ON rb.run_id = b.run_id AND rb.method = 'noise'
 JOIN neurons n ON n.run_id = m.run_id AND n.layer = m.layer AND n.unit = m.unit
 WHERE m.layer = 'fc8' AND m.facet = 0 ORDER BY m.unit""",
+    "Neurons whose MFV facets explain them as well as their exemplars": """
+SELECT s.layer, s.unit, n.label, s.score AS facets_score, e.score AS exemplars_score, s.trials, n.facet_diversity
+FROM scores s JOIN runs r ON r.run_id = s.run_id AND r.method = 'mfv'
+JOIN scores e ON e.run_id = s.run_id AND e.layer = s.layer AND e.unit = s.unit
+             AND e.method = 'exemplars' AND e.facet IS NULL
+JOIN neurons n ON n.run_id = s.run_id AND n.layer = s.layer AND n.unit = s.unit
+WHERE s.method = 'mfv' AND s.facet IS NULL AND s.score >= 0.9 AND s.score >= e.score - 0.05
+ORDER BY n.facet_diversity DESC NULLS LAST""",
 }

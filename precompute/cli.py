@@ -162,7 +162,7 @@ examples:
 
 
 def _add_evaluate_parser(sub) -> None:
-    from .evaluate_effnet import EFFNET_STEPS, EFFNET_UNITS
+    from .evaluate_effnet import EFFNET_CLASSES, EFFNET_STEPS
     evaluate = sub.add_parser(
         "evaluate", help="measure how far a store reproduces the paper's claims (evaluations table)",
         description="Measure every run of a store (mfv, center-bias, noise, diversity) against the paper's claims "
@@ -172,9 +172,10 @@ def _add_evaluate_parser(sub) -> None:
     evaluate.add_argument("--store", required=True, help="store folder to evaluate (e.g. data/demo)")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     evaluate.add_argument("--effnet", type=int, default=0, metavar="N",
-                          help="also synthesize N EfficientNet-Lite0 class neurons with the data-free methods "
-                               f"({EFFNET_STEPS} steps; classes {','.join(map(str, EFFNET_UNITS[:4]))},...) and "
-                               "record their evaluation in this store (default 0: skip; about 20 s a neuron on 2 cores)")
+                          help="also build N EfficientNet-Lite0 class neurons with every method on folders of shipped "
+                               f"photos ({EFFNET_STEPS} steps; classes {', '.join(EFFNET_CLASSES[:3])}, ...), judged by "
+                               "EfficientNet-Lite2, and record their evaluation and scores in this store (default 0: "
+                               "skip; about a minute a neuron on 2 cores)")
     evaluate.add_argument("--effnet-store", default=None, metavar="DIR",
                           help="where the EfficientNet-Lite0 subset is built and resumed "
                                "(default ~/.cache/facet-atlas/effnet-evidence)")

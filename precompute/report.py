@@ -19,6 +19,7 @@ METHOD_ORDER = ["mfv", "diversity", "noise", "center-bias", "exemplars"]
 METHOD_NAMES = {"mfv": "MFV", "diversity": "diversity (Lucid)", "noise": "noise", "center-bias": "center-bias",
                 "exemplars": "real exemplars (reference)"}
 COLUMNS = {   # metric -> (column title, digits, percent?)
+    "explanation": ("explanation score", 0, True),
     "act_final": ("activation reached", 2, False),
     "raised": ("raised its activation", 0, True),
     "top1": ("top-1 (class neurons)", 0, True),
@@ -29,6 +30,7 @@ COLUMNS = {   # metric -> (column title, digits, percent?)
     "code_distance": ("fc7 distance to exemplars", 3, False),
     "centre_share": ("centre share (fc)", 2, False),
     "fragments": ("fragments (fc)", 2, False),
+    "moved": ("moved from init", 3, False),
 }
 FC_ONLY = {"centre_share", "fragments"}    # conv units are centred by their receptive field (claims.claim4)
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -228,8 +230,9 @@ def results_block(rows: pd.DataFrame, layers: pd.DataFrame, store: Path, figures
     effnet = rows[rows["model"] == "efficientnet-lite0"]
     if len(effnet):
         effnet_fc = fc_layers_of(effnet, layers, "efficientnet-lite0")
-        parts += ["**EfficientNet-Lite0, data-free methods only** (no ImageNet images here, so no MFV, no "
-                  "exemplar-based measures; no second ImageNet model ships offline, so no transfer test):", "",
+        parts += ["**EfficientNet-Lite0 at 224 px** (class neurons; MFV on class folders of crops of shipped photos, "
+                  "explanation score on held-out crops of the same photos, model B and the score's backbone: "
+                  "EfficientNet-Lite2):", "",
                   markdown_table(fmt_table(method_table(effnet, effnet_fc).dropna(axis=1, how="all")), "method"), ""]
         measured = claim_rows(effnet)
         for claim in measured[measured["verdict"] != WORDS[None]].itertuples():

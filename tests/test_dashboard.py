@@ -56,6 +56,19 @@ def test_neuron_page_shows_facets_map_and_baselines():
     assert len(at.get("vega_lite_chart")) + len(at.get("arrow_vega_lite_chart")) >= 1
 
 
+def test_neuron_page_scores_every_facet_against_the_exemplars():
+    at = page("neuron", layer="fc8", unit=7)
+    score = next(m for m in at.metric if m.label == "Explanation score")
+    assert score.value.endswith("%") and "vs exemplars" in score.delta
+    assert sum("explains" in c.value for c in at.caption) >= 2      # one per facet
+
+
+def test_atlas_cards_show_and_sort_by_the_explanation_score():
+    at = page(layer="fc6", sort="explanation score, low first")
+    scores = [float(c.value.split("explains ")[1].split("%")[0]) for c in at.caption if "explains" in c.value]
+    assert len(scores) >= 10 and scores == sorted(scores)
+
+
 def test_neuron_page_rejects_bad_addresses():
     assert "Unknown layer 'fc99'" in texts(page("neuron", layer="fc99", unit=0))
     assert "Unit 12 is out of range for layer 'fc8': valid units are 0..9" in texts(page("neuron", layer="fc8", unit=12))

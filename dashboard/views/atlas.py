@@ -1,6 +1,7 @@
 """Atlas: every neuron of a layer as a card with its facet images; filter, sort, page."""
 import math
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import data, ui
@@ -69,4 +70,5 @@ for start in range(0, len(cards), COLUMNS):
                 st.image(tile(list(facet_pngs["image_png"][:10]), per_row=5, cell=48))
             st.caption(f"diversity {ui.fmt(card.facet_diversity)} (null {ui.fmt(card.diversity_null)}) · "
                        f"k={card.k} · best act {ui.fmt(card.best_act_final, 1)}"
+                       + (f" · explains {card.explanation:.0%}" if pd.notna(card.explanation) else "")
                        + (f" · mostly {card.top_class} ({card.top_class_share:.0%})" if card.top_class else ""))

@@ -37,13 +37,27 @@ if row is None:
     st.stop()
 
 st.title(f"{row['label']}  ·  {layer}/{unit}")
-meta = st.columns(5)
+scores = data.scores(ui.store(), ui.version(), run["run_id"], layer, unit)
+own = scores[(scores["method"] != "exemplars") & scores["facet"].isna()]
+natural = scores[(scores["method"] == "exemplars") & scores["facet"].isna()]
+facet_scores = dict(zip(scores[scores["method"] != "exemplars"]["facet"].dropna().astype(int),
+                        scores[scores["method"] != "exemplars"]["score"].dropna()))
+meta = st.columns(6)
 meta[0].metric("Facets (k)", row["k"])
 meta[1].metric("Exemplars", ui.fmt(row["n_exemplars"]))
 meta[2].metric("Facet diversity", ui.fmt(row["facet_diversity"]), help="Random-split baseline: "
                f"{ui.fmt(row['diversity_null'])}. Share of the exemplars' spread that lies between facets (0 to 1).")
 meta[3].metric("Best activation reached", ui.fmt(row["best_act_final"], 1))
 meta[4].metric("Top exemplar activation", ui.fmt(row["max_activation"], 1))
+if len(own):
+    first = own.iloc[0]
+    meta[5].metric("Explanation score", f"{first['score']:.0%}",
+                   delta=f"{first['score'] - natural.iloc[0]['score']:+.0%} vs exemplars" if len(natural) else None,
+                   delta_color="off",
+                   help=f"Share of {first['trials']} trials (a strongly and a weakly driving held-out image, "
+                        f"{first['heldout']}) where the image more like these facets under {first['backbone']} "
+                        "is the stronger one. 50% is chance." +
+                        (f" The neuron's real exemplars score {natural.iloc[0]['score']:.0%}." if len(natural) else ""))
 if row["top_class"]:
     st.caption(f"Exemplars are mostly **{row['top_class']}** ({row['top_class_share']:.0%}).")
 st.page_link(ui.PAGE_FILES["rerun"], label="Rerun this neuron with other settings", icon=":material/replay:",
@@ -71,7 +85,8 @@ if not facets.empty:
                     st.image(tile(list(nearest["thumb_png"]), per_row=4, cell=34, gap=2))
                 prob = f" · p={facet.target_prob:.2f}" if pd.notna(facet.target_prob) else ""
                 hit = " ✓ top-1" if facet.top1_hit is True else " ✗ not top-1" if facet.top1_hit is False else ""
-                st.caption(f"act {facet.act_init:.1f} → **{facet.act_final:.1f}**{prob}{hit}")
+                explains = f" · explains {facet_scores[facet.facet]:.0%}" if facet.facet in facet_scores else ""
+                st.caption(f"act {facet.act_init:.1f} → **{facet.act_final:.1f}**{prob}{hit}{explains}")
                 if st.button("Highlight", key=f"hl{facet.facet}", help="Highlight this facet's cluster on the map"):
                     st.query_params["facet"] = str(facet.facet)
                     st.rerun()
