@@ -184,9 +184,23 @@ def style_layer(spec: ModelSpec, layer: str) -> str:
     return convs[len(convs) // 2] if convs else layer
 
 
+# Gram matrices are taken over about this many positions a side (the post-ReLU map average-pooled by
+# an integer window): style at a slightly coarser scale. On EfficientNet-Lite0 (480 x 14 x 14 style
+# layer) it brought the diversity step from 1.13-1.21x MFV's to 1.08-1.11x (1 thread, bf16).
+STYLE_SIDE = 8
+
+
 def gram_vectors(features: torch.Tensor) -> torch.Tensor:
     """B x C x H x W activations -> B x C*C unit-length Gram matrices (post-ReLU, as Lucid's layers are)."""
-    flat = F.relu(features).flatten(2) if features.dim() == 4 else F.relu(features)[:, :, None]
+    features = F.relu(features.float())
+    if features.dim() == 2:
+        features = features[:, :, None, None]
+    side = max(features.shape[-2:]) // STYLE_SIDE   # the pooling window that brings the map near STYLE_SIDE
+    if side > 1:   # a reshaped mean: CPUs' avg_pool2d backward is several times slower
+        b, c, h, w = features.shape
+        features = features[..., :h // side * side, :w // side * side].reshape(b, c, h // side, side, w // side, side)
+        features = features.mean((3, 5))
+    flat = features.flatten(2)
     grams = flat @ flat.transpose(1, 2)
     return F.normalize(grams.flatten(1), dim=1, eps=1e-10)
 
@@ -194,11 +208,14 @@ def gram_vectors(features: torch.Tensor) -> torch.Tensor:
 def diversity_penalty(features: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """Per image: mean cosine similarity of its Gram matrix to those of the other images of its
     group (0 for an image alone in its group). Lucid's diversity objective, computed per group so
-    that many neurons share one batch."""
-    grams = gram_vectors(features.float())
-    similarity = grams @ grams.T
-    same = (groups[:, None] == groups[None, :]) & ~torch.eye(len(groups), dtype=torch.bool, device=groups.device)
-    return (similarity * same).sum(1) / same.sum(1).clamp_min(1)
+    that many neurons share one batch. The sum over the others is one dot product with the group's
+    summed Gram vectors minus the image's own term: linear in the batch, not quadratic."""
+    grams = gram_vectors(features)
+    _, group = torch.unique(groups, return_inverse=True)
+    sums = torch.zeros(int(group.max()) + 1, grams.shape[1], device=grams.device).index_add_(0, group, grams)
+    others = torch.bincount(group)[group] - 1
+    similarity = (grams * sums[group]).sum(1) - (grams * grams).sum(1)
+    return similarity / others.clamp_min(1)
 
 
 def crop(canvas: torch.Tensor, offsets: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
