@@ -41,8 +41,12 @@ METHODS = ("mfv", "center-bias", "noise", "diversity")
 TRANSFORMS = ("jitter", "scale", "rotate")
 ROBUST_SCALE, ROBUST_ROTATE = 0.1, 10.0   # Lucid's transformation robustness: scale 0.9-1.1, rotate +-10 degrees
 LEARNING_RATES = {"fourier": 0.05, "maco": 0.05}   # Adam's, per parameterization
-# (param, transforms) by input size: [below 64 px, 64 px and more]
-DEFAULT_SYNTHESIS = {False: ("pixel", ("jitter",)), True: ("pixel", ("jitter",))}
+# The image parameterization and transforms of every method unless a build says otherwise, chosen by
+# benchmarks/sweep_synthesis.py at 224 px (EfficientNet-Lite0) and at 28 px (the demo): the best
+# explanation score and transfer to a second network at both sizes, for MFV and the data-free methods
+# alike (docs/synthesis.md).
+DEFAULT_SYNTHESIS = ("fourier", ("jitter", "scale", "rotate"))
+PAPER_SYNTHESIS = ("pixel", ("jitter",))   # the released code's loop
 DATA_FREE = ("center-bias", "noise", "diversity")   # methods that read no training images
 Progress = Callable[[str, int, int], None]   # (task, done, total)
 
@@ -87,8 +91,9 @@ class BuildConfig:
         keep = ("model", "top_n", "k", "m", "steps", "seed", "thumbs_per_facet", "pca_codes", "max_images")
         ident = {key: getattr(self, key) for key in keep} | {"min_facet_size": self.facet_minimum}
         ident |= {key: getattr(self, key) for key in ("input_size", "mean", "std") if getattr(self, key) is not None}
-        if (self.param, self.transforms) != ("pixel", ("jitter",)):   # the paper's loop keeps its old run ids
-            ident |= {"param": self.param, "transforms": list(self.transforms), "learning_rate": self.learning_rate}
+        param, transforms, rate = self.synthesis()
+        if (param, transforms) != PAPER_SYNTHESIS:   # the paper's loop keeps its old run ids
+            ident |= {"param": param, "transforms": list(transforms), "learning_rate": rate}
         if self.precision != "fp32":
             ident["precision"] = self.precision
         ident.update(method=method, model_sha256=weights_sha256, dataset=dataset)
@@ -97,6 +102,14 @@ class BuildConfig:
                 if not (method == "diversity" and key == "k"):
                     ident.pop(key)
         return ident
+
+    def synthesis(self) -> tuple[str, tuple[str, ...], float | None]:
+        """(parameterization, transforms, Adam's learning rate) of the images: the build's settings,
+        and where they are left to default, the sweep's choice."""
+        param = DEFAULT_SYNTHESIS[0] if self.param == "auto" else self.param
+        transforms = tuple(self.transforms if self.transforms is not None else DEFAULT_SYNTHESIS[1])
+        rate = None if param == "pixel" else (self.learning_rate or LEARNING_RATES[param])
+        return param, transforms, rate
 
     @property
     def facet_minimum(self) -> int:
@@ -182,25 +195,14 @@ def image_key(seed: int, method: str, layer: str, unit: int, facet: int) -> int:
     return zlib.crc32(f"{seed}/{method}/{layer}/{unit}/{facet}".encode()) & 0x7FFFFFFF
 
 
-def resolve_synthesis(config: BuildConfig, input_size: int) -> BuildConfig:
-    """Fill in the parameterization, transforms and learning rate the sweep chose for this input
-    size (benchmarks/sweep_synthesis.py; README, "Choosing the synthesis defaults")."""
-    param, transforms = DEFAULT_SYNTHESIS[input_size >= 64]
-    param = param if config.param == "auto" else config.param
-    transforms = config.transforms if config.transforms is not None else transforms
-    rate = None if param == "pixel" else (config.learning_rate or LEARNING_RATES[param])
-    return dataclasses.replace(config, param=param, transforms=tuple(transforms), learning_rate=rate)
-
-
 def schedule_for(method: str, spec: ModelSpec, config: BuildConfig) -> Schedule:
-    """The method's schedule at the model's input size, with the build's parameterization and transforms."""
+    """The method's schedule at the model's input size, with its parameterization and transforms."""
     size = spec.input_shape[1]
     makers = {"center-bias": center_bias_schedule, "diversity": diversity_schedule}
     schedule = makers.get(method, mfv_schedule)(size, config.steps)
-    transforms = config.transforms or ()
+    param, transforms, rate = config.synthesis()
     return dataclasses.replace(
-        schedule, param=config.param, learning_rate=config.learning_rate or 0.0,
-        jitter=schedule.jitter if "jitter" in transforms else 0,
+        schedule, param=param, learning_rate=rate or 0.0, jitter=schedule.jitter if "jitter" in transforms else 0,
         scale=ROBUST_SCALE if "scale" in transforms else 0.0, rotate=ROBUST_ROTATE if "rotate" in transforms else 0.0)
 
 
@@ -268,7 +270,8 @@ class AtlasBuilder:
                              f"per class (the data-free methods {', '.join(DATA_FREE)} need none)")
         self.spec = load_model(config.model, config.weights, config.input_size, config.mean, config.std,
                                config.seed).to(self.device)
-        self.config = config = resolve_synthesis(config, self.spec.input_shape[1])
+        param, transforms, rate = config.synthesis()   # recorded as what runs, so a rerun inherits it
+        self.config = config = dataclasses.replace(config, param=param, transforms=transforms, learning_rate=rate)
         self.units = _select_units(self.spec, config)
         self.batch_size = config.batch_size or default_batch_size(self.spec.input_shape[1], self.device)
         self.workers = config.workers or os.cpu_count() or 1

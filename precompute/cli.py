@@ -74,10 +74,11 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
     a.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     a.add_argument("--param", default=d.param, metavar="{pixel,fourier,maco,auto}",
                    help="image parameterization: pixel (the paper's), fourier (Lucid's decorrelated colour + FFT), "
-                        "maco (phase only, natural magnitude) or auto (default): the sweep's choice for the input size")
+                        "maco (phase only, natural magnitude) or auto (default): fourier, the sweep's choice at 28 and 224 px "
+                        "(docs/synthesis.md)")
     a.add_argument("--transforms", type=_name_list, default=None, metavar="LIST",
-                   help="transformation robustness, comma-separated of jitter, scale, rotate (default: by input "
-                        "size, as the sweep chose)")
+                   help="transformation robustness, comma-separated of jitter, scale, rotate (default: all three, "
+                        "as the sweep chose; the paper's loop: --param pixel --transforms jitter)")
     a.add_argument("--learning-rate", type=float, default=None, metavar="LR",
                    help="Adam's learning rate for fourier and maco (default: theirs)")
     p = parser.add_argument_group("preprocessing (default: the model's own)")

@@ -36,6 +36,18 @@ def test_runs_record_their_config_and_seed(small_store):
         assert config["k"] == 3 and config["steps"] == 30 and config["schedule"]["stages"]
         assert len(sha) == 64 and status == "complete"
         assert config["precision"] in ("fp32", "bf16"), "auto is recorded as what actually ran"
+        assert config["param"] == config["schedule"]["param"] == "fourier", "auto param recorded as what ran"
+        assert config["schedule"]["scale"] > 0 and config["schedule"]["rotate"] > 0
+
+
+def test_synthesis_defaults_and_the_papers_loop_keeping_its_run_ids():
+    from precompute.build import BuildConfig
+    assert BuildConfig(out="").synthesis() == ("fourier", ("jitter", "scale", "rotate"), 0.05)
+    assert BuildConfig(out="", param="maco", learning_rate=0.02).synthesis()[::2] == ("maco", 0.02)
+    paper = BuildConfig(out="", param="pixel", transforms=("jitter",))
+    assert paper.synthesis() == ("pixel", ("jitter",), None)
+    assert "param" not in paper.identity("mfv", "sha", "data"), "stores built with the paper's loop resume"
+    assert BuildConfig(out="").identity("mfv", "sha", "data")["param"] == "fourier"
 
 
 def test_auto_precision_is_bf16_only_where_it_was_measured_faster(monkeypatch):
