@@ -1,4 +1,5 @@
 """Every dashboard page under streamlit's AppTest, on the committed demo store."""
+import json
 import time
 
 import pytest
@@ -137,6 +138,7 @@ def test_a_rerun_runs_in_the_background_and_is_saved_as_a_new_run(tmp_path, monk
     at = page("rerun", layer="fc8", unit=3)
     at.selectbox[1].set_value("noise")
     at.number_input[2].set_value(12)          # steps
+    next(box for box in at.selectbox if box.label == "Parameterization").set_value("maco")
     at.button[0].click().run()
     assert not at.exception, [e.message for e in at.exception]
     assert at.query_params.get("job")
@@ -148,6 +150,7 @@ def test_a_rerun_runs_in_the_background_and_is_saved_as_a_new_run(tmp_path, monk
     from dashboard.sql import run_readonly
     runs = run_readonly(store / "atlas.duckdb", "SELECT method, config_json FROM runs WHERE method = 'noise' ORDER BY created_at")
     assert len(runs) == 2 and '"steps": 12' in runs["config_json"][1]
+    assert json.loads(runs["config_json"][1])["schedule"]["param"] == "maco"
 
 
 def test_switching_to_a_smaller_layer_keeps_the_unit_in_range():

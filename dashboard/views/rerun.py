@@ -7,6 +7,7 @@ from dashboard.reruns import RerunJob, RerunQueue
 
 METHODS = {"mfv": "MFV (facets from exemplar clusters)", "center-bias": "Center-biased regularization",
            "noise": "From noise (baseline)", "diversity": "Diversity (k images from noise, pushed apart)"}
+PARAMETERIZATIONS = ["pixel", "fourier", "maco"]   # precompute.params's, named here: its module imports torch
 
 
 @st.cache_resource
@@ -35,18 +36,24 @@ with st.form("rerun"):
     methods = list(METHODS)
     method = cols[2].selectbox("Method", methods, format_func=METHODS.get,
                                index=methods.index(ui.param("method", "mfv")) if ui.param("method") in methods else 0)
-    cols = st.columns(4)
+    cols = st.columns(5)
     k = cols[0].number_input("k (facets)", 1, 50, ui.param("k", int(config.get("k", 10)), int))
     steps = cols[1].number_input("Steps", 4, 2000, ui.param("steps", int(config.get("steps", 200)), int))
     seed = cols[2].number_input("Seed", 0, 2**31 - 1, ui.param("seed", 0, int))
     device = cols[3].selectbox("Device", ["auto", "cpu", "cuda"], help="auto: the GPU when there is one")
+    stored = config.get("param") if config.get("param") in PARAMETERIZATIONS else "pixel"   # older runs: the pixel loop
+    chosen = ui.param("param", stored)
+    param = cols[4].selectbox("Parameterization", PARAMETERIZATIONS,
+                              index=PARAMETERIZATIONS.index(chosen) if chosen in PARAMETERIZATIONS else 0,
+                              help="pixel: the paper's loop; fourier: Lucid's (the default); maco: phase only. "
+                                   "The run's transforms are kept.")
     submitted = st.form_submit_button("Run", type="primary")
 
 if submitted:
     job = RerunJob(store=str(ui.store_dir()), layer=layer, unit=int(unit), method=method, k=int(k), steps=int(steps),
-                   seed=int(seed), device=device, like=config)
+                   seed=int(seed), device=device, like=config | {"param": param})
     ui.set_params(job=queue().submit(job), layer=layer, unit=int(unit), method=method, k=int(k),
-                  steps=int(steps), seed=int(seed))
+                  steps=int(steps), seed=int(seed), param=param)
 
 
 @st.fragment(run_every=1.0)
@@ -55,7 +62,8 @@ def job_status(job_id: str) -> None:
     if job is None:
         st.info("That rerun is not known to this server (it may have restarted). Start a new one above.")
         return
-    title = f"{METHODS[job.method]} · {job.layer}/{job.unit} · k={job.k} · {job.steps} steps · seed {job.seed}"
+    title = (f"{METHODS[job.method]} · {job.layer}/{job.unit} · k={job.k} · {job.steps} steps · seed {job.seed}"
+             f" · {(job.like or {}).get('param', 'pixel')}")
     if job.status == "queued":
         st.info(f"Queued: {title}. {queue().ahead_of(job_id)} rerun(s) ahead of it.")
     elif job.status == "running":
