@@ -182,23 +182,24 @@ def build_row(device: torch.device) -> dict:
     return {"seconds": summary.seconds, "timings": summary.timings, "neurons": summary.neurons_built}
 
 
-def precision_tables() -> str:
-    """benchmarks/precision.py under this machine's kernels and under torch's AVX2 and scalar kernels
-    (ATEN_CPU_CAPABILITY), each in its own process: the capability is read when torch loads."""
+def script_output(name: str, capability: str | None = None) -> str:
+    """What benchmarks/<name> prints, run in its own process (under ATEN_CPU_CAPABILITY=capability:
+    torch reads it when it loads)."""
     import subprocess
     import sys
-    script = REPO_ROOT / "benchmarks" / "precision.py"
-    parts = []
-    for capability in (None, "avx2", "default"):
-        env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
-        env |= {"ATEN_CPU_CAPABILITY": capability} if capability else {}
-        parts.append(subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                                    check=True).stdout.strip())
-    return "\n\n".join(parts)
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    env |= {"ATEN_CPU_CAPABILITY": capability} if capability else {}
+    return subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / name)], env=env, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def precision_tables() -> str:
+    """benchmarks/precision.py under this machine's kernels and under torch's AVX2 and scalar kernels."""
+    return "\n\n".join(script_output("precision.py", capability) for capability in (None, "avx2", "default"))
 
 
 def report(synth: list[dict], discovery: list[dict], peaks: dict[str, float], device: torch.device,
-           build: dict | None = None, precision: str | None = None) -> str:
+           build: dict | None = None, precision: str | None = None, step_costs: str | None = None) -> str:
     measured = " and ".join(f"{peaks[p] / 1e9:.0f} GFLOP/s ({p})" for p in peaks)
     lines = [f"# Benchmarks\n\nMeasured by `python -m precompute.bench` on {device} "
              f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}); "
@@ -234,6 +235,10 @@ def report(synth: list[dict], discovery: list[dict], peaks: dict[str, float], de
                   f"{phases(BUILD_BEFORE)} | 1.0x |",
                   f"| now | {build['seconds'] / 60:.1f} min ({build['seconds']:.0f} s) | {phases(build)} | "
                   f"{BUILD_BEFORE['seconds'] / build['seconds']:.1f}x |"]
+    if step_costs:
+        lines += ["", "## Step cost by parameterization and method\n",
+                  "`python benchmarks/step_costs.py`: the build's schedules, best of 3 (see docs/synthesis.md, *Cost*).\n",
+                  step_costs]
     if precision:
         lines += ["", "## Precision: fp32 against bf16 per image-step, by CPU kernel path (`--precision auto`)\n",
                   "`python benchmarks/precision.py`, run under each `ATEN_CPU_CAPABILITY`; the MFV loop in the build's "
@@ -255,7 +260,8 @@ def main(argv=None) -> None:
     discovery = facet_discovery_rows()
     build = build_row(device) if args.build else None
     precision = precision_tables() if device.type == "cpu" else None
-    text = report(synth, discovery, peaks, device, build, precision)
+    step_costs = script_output("step_costs.py") if device.type == "cpu" else None
+    text = report(synth, discovery, peaks, device, build, precision, step_costs)
     Path(args.out).write_text(text)
     print(text)
     print(f"written to {args.out}")
