@@ -3,8 +3,8 @@
     python benchmarks/contact_sheet.py            # writes docs/figures/contact_sheet.png
 
 One row per class neuron (the photo folders of precompute.photos); for each parameterization
-(pixel, fourier, maco) MFV's first facet init, its final image and center-bias's image, so a
-reader sees at a glance how far each loop moves from its init. The stores are the sweep's
+(pixel, fourier, maco) MFV's first facet init, its final image, and center-bias's and noise's
+images, so a reader sees at a glance how far each loop moves from its init. The stores are the sweep's
 (benchmarks/sweep_synthesis.py, same --work and settings), built here when missing (resumable);
 it prints each method's mean "moved from init" per parameterization.
 """
@@ -46,7 +46,7 @@ def tile(png: bytes) -> Image.Image:
 
 
 def sheet(found: dict[str, dict], params: list[str]) -> Image.Image:
-    columns = [(p, kind) for p in params for kind in ("mfv init", "mfv", "center-bias")]
+    columns = [(p, kind) for p in params for kind in ("mfv init", "mfv", "center-bias", "noise")]
     units = sorted({u for m, u in next(iter(found.values())) if m == "mfv"})
     width, height = 120 + CELL * len(columns), LABEL * 2 + CELL * len(units)
     canvas = Image.new("RGB", (width, height), "white")
@@ -57,7 +57,7 @@ def sheet(found: dict[str, dict], params: list[str]) -> Image.Image:
             draw.text((x + 4, 2), param, fill="black")
         draw.text((x + 4, LABEL + 2), kind, fill="black")
         for r, unit in enumerate(units):
-            entry = found[param][("mfv" if kind != "center-bias" else "center-bias", unit)]
+            entry = found[param][("mfv" if kind == "mfv init" else kind, unit)]
             canvas.paste(tile(entry["init"] if kind == "mfv init" else entry["image"]), (x, LABEL * 2 + r * CELL))
             if c == 0:
                 draw.text((4, LABEL * 2 + r * CELL + CELL // 2), entry["label"][:18], fill="black")
@@ -69,9 +69,9 @@ def main() -> None:
     parser.add_argument("--out", default="docs/figures/contact_sheet.png")
     parser.add_argument("--work", default="/tmp/facet-atlas-sweep")
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--transforms", default="jitter")
+    parser.add_argument("--transforms", default="jitter,scale,rotate")
     args = parser.parse_args()
-    options = argparse.Namespace(model="efficientnet-lite0", classes=8, k=3, m=5, methods=["mfv", "center-bias"],
+    options = argparse.Namespace(model="efficientnet-lite0", classes=8, k=3, m=5, methods=["mfv", "center-bias", "noise"],
                                  max_images=None)
     work = Path(args.work) / options.model
     params = ["pixel", "fourier", "maco"]
