@@ -252,11 +252,12 @@ def test_every_image_of_every_run_has_an_explanation_score(evaluated_store):
     assert set(explained["method"]) == set(METHODS) | {"exemplars"}
 
 
-def test_class_neurons_are_explained_better_by_their_exemplars_than_by_noise(evaluated_store):
+def test_exemplars_explain_class_neurons_and_explain_neurons_better_than_noise(evaluated_store):
     store, _ = evaluated_store
-    means = dict(query(store, """SELECT method, avg(score) FROM scores WHERE layer = 'fc8' AND facet IS NULL
-                                 GROUP BY method"""))
-    assert means["exemplars"] >= 0.9 and means["exemplars"] > means["noise"]
+    class_exemplars = query(store, "SELECT avg(score) FROM scores WHERE layer = 'fc8' AND facet IS NULL AND method = 'exemplars'")
+    assert class_exemplars[0][0] >= 0.9, "natural references far above chance: the trials work"
+    means = dict(query(store, "SELECT method, avg(score) FROM scores WHERE facet IS NULL GROUP BY method"))
+    assert means["exemplars"] > means["noise"], means
 
 
 def test_held_out_images_must_not_be_the_training_folder(tmp_path, demo_spec):
