@@ -29,16 +29,16 @@ REPEATS = 3
 K = 8   # images per unit for the diversity method's groups
 
 
+PRECISION = resolve_precision("auto", torch.device("cpu"))   # as a build picks it here
+
+
 def ms_per_image_step(spec, layer: str, method: str, param: str, transforms: tuple, steps: int, n: int) -> float:
-    config = BuildConfig(out="", model=spec.name, param=param, transforms=transforms, steps=steps,
-                         learning_rate=None if param == "pixel" else 0.05)
-    schedule = schedule_for(method, spec, config)
+    schedule = schedule_for(method, spec, BuildConfig(out="", param=param, transforms=transforms, steps=steps))
     units = torch.arange(n) // K % spec.layers[layer].n_units
     keys = torch.arange(n)
     init = noise_init(keys, spec.input_shape, "cpu")
-    precision = resolve_precision("auto", torch.device("cpu"))
     start = time.perf_counter()
-    render(spec, layer, units, init, schedule, keys, precision=precision)
+    render(spec, layer, units, init, schedule, keys, precision=PRECISION)
     return 1000 * (time.perf_counter() - start) / (n * steps)
 
 
@@ -61,7 +61,7 @@ def rows(model: str) -> list[tuple]:
 
 
 def main() -> None:
-    print(f"{torch.get_num_threads()} threads, precision {resolve_precision('auto', torch.device('cpu'))} (auto)\n")
+    print(f"{torch.get_num_threads()} threads, precision {PRECISION} (auto)\n")
     print("| model | images | steps | method | param | transforms | ms per image-step | relative |")
     print("|---|---|---|---|---|---|---|---|")
     for model in CASES:

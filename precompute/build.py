@@ -42,9 +42,9 @@ TRANSFORMS = ("jitter", "scale", "rotate")
 ROBUST_SCALE, ROBUST_ROTATE = 0.1, 10.0   # Lucid's transformation robustness: scale 0.9-1.1, rotate +-10 degrees
 LEARNING_RATES = {"fourier": 0.05, "maco": 0.05}   # Adam's, per parameterization
 # The image parameterization and transforms of every method unless a build says otherwise, chosen by
-# benchmarks/sweep_synthesis.py at 224 px (EfficientNet-Lite0) and at 28 px (the demo): the best
-# explanation score and transfer to a second network at both sizes, for MFV and the data-free methods
-# alike (docs/synthesis.md).
+# benchmarks/sweep_synthesis.py (docs/synthesis.md): at 28 px (the demo) the best explanation score and
+# transfer to a second network; at 224 px (EfficientNet-Lite0) as good as the others on both while the
+# only one that moves MFV's images far from their blurry inits. One setting for every method and size.
 DEFAULT_SYNTHESIS = ("fourier", ("jitter", "scale", "rotate"))
 PAPER_SYNTHESIS = ("pixel", ("jitter",))   # the released code's loop
 DATA_FREE = ("center-bias", "noise", "diversity")   # methods that read no training images
