@@ -20,7 +20,7 @@ import duckdb  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from benchmarks.sweep_synthesis import setting  # noqa: E402
-from precompute.build import build_atlas  # noqa: E402
+from precompute.build import build_atlas, default_scale_range  # noqa: E402
 from precompute.evaluate import evaluate_store  # noqa: E402
 from precompute.images import from_png  # noqa: E402
 
@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/facet-atlas-sweep")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--transforms", default="jitter,scale,rotate")
+    parser.add_argument("--scale-range", type=float, default=default_scale_range(224),
+                        help="the scale transform's range (default: the build's at 224 px)")
     args = parser.parse_args()
     options = argparse.Namespace(model="efficientnet-lite0", classes=8, k=3, m=5, methods=["mfv", "center-bias", "noise"],
                                  max_images=None)
@@ -77,7 +79,7 @@ def main() -> None:
     params = ["pixel", "fourier", "maco"]
     found = {}
     for param in params:
-        config, heldout = setting(options, param, args.transforms, args.steps, None, work)
+        config, heldout = setting(options, param, args.transforms, args.steps, None, args.scale_range, work)
         if not (Path(config.out) / "parts" / "scores").is_dir():
             build_atlas(config)
             evaluate_store(config.out, heldout=heldout)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import duckdb  # noqa: E402
 
-from precompute.build import BuildConfig, build_atlas  # noqa: E402
+from precompute.build import ROBUST_SCALE, BuildConfig, build_atlas, default_scale_range  # noqa: E402
 from precompute.evaluate import evaluate_store  # noqa: E402
 from precompute.models import imagenet_classes  # noqa: E402
 from precompute.photos import PHOTOS, make_photo_folders  # noqa: E402
@@ -31,14 +31,19 @@ from precompute.photos import PHOTOS, make_photo_folders  # noqa: E402
 METRICS = ("explanation", "top1", "top1_model_b", "moved", "act_final")
 
 
-def cell_name(param: str, transforms: str, steps: int, rate: float | None) -> str:
-    return f"{param}-{transforms.replace(',', '+')}-{steps}-{rate or 'default'}"
+def cell_name(param: str, transforms: str, steps: int, rate: float | None, scale: float = ROBUST_SCALE) -> str:
+    """param-transforms-steps-rate; the scale transform's range is named when it is not Lucid's."""
+    transforms = transforms.replace(",", "+")
+    if scale != ROBUST_SCALE:
+        transforms = transforms.replace("scale", f"scale{scale:g}")
+    return f"{param}-{transforms}-{steps}-{rate or 'default'}"
 
 
-def setting(args, param: str, transforms: str, steps: int, rate: float | None, work: Path) -> tuple[BuildConfig, str | None]:
-    common = dict(out=str(work / cell_name(param, transforms, steps, rate)), methods=tuple(args.methods), k=args.k,
-                  m=args.m, steps=steps, param=param, transforms=tuple(transforms.split(",")), learning_rate=rate,
-                  workers=1, chunk_units=64)
+def setting(args, param: str, transforms: str, steps: int, rate: float | None, scale: float,
+            work: Path) -> tuple[BuildConfig, str | None]:
+    common = dict(out=str(work / cell_name(param, transforms, steps, rate, scale)), methods=tuple(args.methods),
+                  k=args.k, m=args.m, steps=steps, param=param, transforms=tuple(transforms.split(",")),
+                  learning_rate=rate, scale_range=scale, workers=1, chunk_units=64)
     if args.model == "demo":
         return BuildConfig(model="demo", layers=("fc8", "fc6"), units=tuple(range(10)),
                            max_images=args.max_images, **common), None
@@ -66,6 +71,8 @@ def main() -> None:
     parser.add_argument("--transforms", default="jitter;jitter,scale,rotate", help="';'-separated transform sets")
     parser.add_argument("--steps", default="100", help="comma-separated step counts")
     parser.add_argument("--rates", default="default", help="comma-separated Adam learning rates (fourier, maco)")
+    parser.add_argument("--scales", default="default",
+                        help="comma-separated ranges of the scale transform, 1 +- F (default: the build's at the model's size)")
     parser.add_argument("--methods", default="mfv,center-bias", type=lambda s: s.split(","))
     parser.add_argument("--classes", type=int, default=8, help="EfficientNet-Lite0: photo classes (1..8)")
     parser.add_argument("-k", type=int, default=3)
@@ -74,14 +81,18 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work) / args.model
     rates = [None if r == "default" else float(r) for r in args.rates.split(",")]
+    default_scale = default_scale_range(28 if args.model == "demo" else 224)
+    scales = [default_scale if f == "default" else float(f) for f in args.scales.split(",")]
     grid = list(itertools.product(args.params.split(","), args.transforms.split(";"),
-                                  [int(s) for s in args.steps.split(",")], rates))
+                                  [int(s) for s in args.steps.split(",")], rates, scales))
     header = ["setting", "method", *METRICS, "exemplars' explanation", "seconds"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header), flush=True)
-    for param, transforms, steps, rate in grid:
-        if param == "pixel" and rate is not None:
-            continue   # the pixel loop has its own step sizes
-        config, heldout = setting(args, param, transforms, steps, rate, work)
+    for param, transforms, steps, rate, scale in grid:
+        if (param == "pixel" and rate is not None) or ("scale" not in transforms and scale != scales[0]):
+            continue   # the pixel loop has its own step sizes; without the scale transform its range is moot
+        if "scale" not in transforms:
+            scale = ROBUST_SCALE
+        config, heldout = setting(args, param, transforms, steps, rate, scale, work)
         started = time.perf_counter()
         build_atlas(config)
         evaluate_store(config.out, heldout=heldout)
@@ -90,7 +101,7 @@ def main() -> None:
         for method in args.methods:
             values = [found.get((method, metric)) for metric in METRICS] + [found.get(("exemplars", "explanation"))]
             cells = ["—" if v is None else f"{v:.3f}" for v in values]
-            print(f"| {cell_name(param, transforms, steps, rate)} | {method} | " + " | ".join(cells) +
+            print(f"| {cell_name(param, transforms, steps, rate, scale)} | {method} | " + " | ".join(cells) +
                   f" | {seconds:.0f} |", flush=True)
 
 

@@ -40,11 +40,16 @@ from .synthesis import (PRECISIONS, Schedule, center_bias_schedule, diversity_sc
 METHODS = ("mfv", "center-bias", "noise", "diversity")
 TRANSFORMS = ("jitter", "scale", "rotate")
 ROBUST_SCALE, ROBUST_ROTATE = 0.1, 10.0   # Lucid's transformation robustness: scale 0.9-1.1, rotate +-10 degrees
+# At 224 px a wider random scale (0.6-1.4) made the images transfer: top-1 under EfficientNet-Lite2 rose
+# from 71-75% to 79-88% across methods at 100 steps (docs/synthesis.md); at 28 px it cost the data-free
+# methods transfer, so the demo keeps Lucid's range.
+WIDE_SCALE = 0.4
 LEARNING_RATES = {"fourier": 0.05, "maco": 0.05}   # Adam's, per parameterization
 # The image parameterization and transforms of every method unless a build says otherwise, chosen by
 # benchmarks/sweep_synthesis.py (docs/synthesis.md): at 28 px (the demo) the best explanation score and
 # transfer to a second network; at 224 px (EfficientNet-Lite0) as good as the others on both while the
-# only one that moves MFV's images far from their blurry inits. One setting for every method and size.
+# only one that moves MFV's images far from their blurry inits. One setting for every method and size
+# (the scale transform's range alone depends on the size: default_scale_range).
 DEFAULT_SYNTHESIS = ("fourier", ("jitter", "scale", "rotate"))
 PAPER_SYNTHESIS = ("pixel", ("jitter",))   # the released code's loop
 DATA_FREE = ("center-bias", "noise", "diversity")   # methods that read no training images
@@ -68,6 +73,7 @@ class BuildConfig:
     param: str = "auto"       # image parameterization: pixel, fourier, maco or auto (by input size)
     transforms: tuple[str, ...] | None = None   # of jitter, scale, rotate (None: by input size)
     learning_rate: float | None = None          # Adam's, for fourier and maco (None: theirs)
+    scale_range: float | None = None            # the scale transform's range, 1 +- this (None: by input size)
     seed: int = 0
     batch_size: int | None = None   # images per synthesis batch (default: by input size)
     chunk_units: int = 32     # neurons per committed chunk
@@ -94,6 +100,8 @@ class BuildConfig:
         param, transforms, rate = self.synthesis()
         if (param, transforms) != PAPER_SYNTHESIS:   # the paper's loop keeps its old run ids
             ident |= {"param": param, "transforms": list(transforms), "learning_rate": rate}
+        if "scale" in transforms and self.scale_range not in (None, ROBUST_SCALE):   # Lucid's range keeps its ids
+            ident["scale_range"] = self.scale_range
         if self.precision != "fp32":
             ident["precision"] = self.precision
         ident.update(method=method, model_sha256=weights_sha256, dataset=dataset)
@@ -136,6 +144,8 @@ def validate(config: BuildConfig) -> None:
         choose("transform", name, TRANSFORMS)
     if config.learning_rate is not None and not config.learning_rate > 0:
         raise AtlasError(f"--learning-rate must be positive, got {config.learning_rate}")
+    if config.scale_range is not None and not 0 <= config.scale_range < 1:
+        raise AtlasError(f"--scale-range must be in [0, 1) (a random scale of 1 +- it), got {config.scale_range}")
     for name in ("top_n", "k", "m", "min_facet_size", "steps", "batch_size", "chunk_units", "max_images", "workers"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise AtlasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
@@ -195,15 +205,21 @@ def image_key(seed: int, method: str, layer: str, unit: int, facet: int) -> int:
     return zlib.crc32(f"{seed}/{method}/{layer}/{unit}/{facet}".encode()) & 0x7FFFFFFF
 
 
+def default_scale_range(input_size: int) -> float:
+    """The scale transform's range where a build does not set it: as the sweeps chose, per input size."""
+    return WIDE_SCALE if input_size >= 64 else ROBUST_SCALE
+
+
 def schedule_for(method: str, spec: ModelSpec, config: BuildConfig) -> Schedule:
     """The method's schedule at the model's input size, with its parameterization and transforms."""
     size = spec.input_shape[1]
     makers = {"center-bias": center_bias_schedule, "diversity": diversity_schedule}
     schedule = makers.get(method, mfv_schedule)(size, config.steps)
     param, transforms, rate = config.synthesis()
+    scale = config.scale_range if config.scale_range is not None else default_scale_range(size)
     return dataclasses.replace(
         schedule, param=param, learning_rate=rate or 0.0, jitter=schedule.jitter if "jitter" in transforms else 0,
-        scale=ROBUST_SCALE if "scale" in transforms else 0.0, rotate=ROBUST_ROTATE if "rotate" in transforms else 0.0)
+        scale=scale if "scale" in transforms else 0.0, rotate=ROBUST_ROTATE if "rotate" in transforms else 0.0)
 
 
 def scan_batch_size(spec: ModelSpec) -> int:
@@ -271,7 +287,9 @@ class AtlasBuilder:
         self.spec = load_model(config.model, config.weights, config.input_size, config.mean, config.std,
                                config.seed).to(self.device)
         param, transforms, rate = config.synthesis()   # recorded as what runs, so a rerun inherits it
-        self.config = config = dataclasses.replace(config, param=param, transforms=transforms, learning_rate=rate)
+        scale_range = default_scale_range(self.spec.input_shape[1]) if config.scale_range is None else config.scale_range
+        self.config = config = dataclasses.replace(config, param=param, transforms=transforms, learning_rate=rate,
+                                                   scale_range=scale_range)
         self.units = _select_units(self.spec, config)
         self.batch_size = config.batch_size or default_batch_size(self.spec.input_shape[1], self.device)
         self.workers = config.workers or os.cpu_count() or 1
@@ -700,7 +718,7 @@ def build_atlas(config: BuildConfig, progress: Progress | None = None) -> BuildS
 
 # settings a rerun takes from the run it is compared with, unless it overrides them
 INHERITED = ("model", "weights", "data", "top_n", "m", "min_facet_size", "thumbs_per_facet", "pca_codes", "max_images",
-             "input_size", "mean", "std", "precision", "param", "transforms", "learning_rate")
+             "input_size", "mean", "std", "precision", "param", "transforms", "learning_rate", "scale_range")
 
 
 def rerun_neuron(store_dir: str | Path, layer: str, unit: int, method: str = "mfv", k: int = 10,
@@ -715,6 +733,8 @@ def rerun_neuron(store_dir: str | Path, layer: str, unit: int, method: str = "mf
     for key in ("mean", "std", "transforms"):
         if inherited.get(key) is not None:
             inherited[key] = tuple(inherited[key])
+    if like and "scale_range" not in like:   # runs from before the range was recorded used Lucid's
+        inherited["scale_range"] = ROBUST_SCALE
     config = BuildConfig(out=str(store_dir), layers=(layer,), units=(unit,), methods=(method,), k=k, steps=steps,
                          seed=seed, device=device, **inherited)
     return build_atlas(config, progress).run_ids[method]

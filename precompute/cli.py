@@ -81,6 +81,9 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
                         "as the sweep chose; the paper's loop: --param pixel --transforms jitter)")
     a.add_argument("--learning-rate", type=float, default=None, metavar="LR",
                    help="Adam's learning rate for fourier and maco (default: theirs)")
+    a.add_argument("--scale-range", type=float, default=None, metavar="F",
+                   help="the scale transform draws a scale of 1 +- F every step (default: 0.4 for inputs of 64 px "
+                        "or more, 0.1 below, as the sweeps chose)")
     p = parser.add_argument_group("preprocessing (default: the model's own)")
     p.add_argument("--input-size", type=int, help="input size in px (e.g. 224)")
     p.add_argument("--mean", type=_float_list, help="per-channel mean of pixels in [0, 1], e.g. 0.485,0.456,0.406")
@@ -176,7 +179,7 @@ def _add_evaluate_parser(sub) -> None:
                           help="also build N EfficientNet-Lite0 class neurons with every method on folders of shipped "
                                f"photos ({EFFNET_STEPS} steps; classes {', '.join(EFFNET_CLASSES[:3])}, ...), judged by "
                                "EfficientNet-Lite2, and record their evaluation and scores in this store (default 0: "
-                               "skip; about a minute a neuron on 2 cores)")
+                               "skip; about two minutes a neuron on 2 cores)")
     evaluate.add_argument("--effnet-store", default=None, metavar="DIR",
                           help="where the EfficientNet-Lite0 subset is built and resumed "
                                "(default ~/.cache/facet-atlas/effnet-evidence)")
@@ -198,7 +201,7 @@ def _config(args, out: str, methods_default):
         layers=getattr(args, "layers", None), units=getattr(args, "units", None),
         methods=args.methods or methods_default, top_n=args.top_n, k=args.k, m=args.m,
         min_facet_size=args.min_facet_size, steps=args.steps, param=args.param, transforms=args.transforms,
-        learning_rate=args.learning_rate,
+        learning_rate=args.learning_rate, scale_range=args.scale_range,
         seed=args.seed, batch_size=args.batch_size, chunk_units=args.chunk_units, device=args.device,
         thumbs_per_facet=args.thumbs_per_facet, pca_codes=args.pca_codes, max_images=args.max_images,
         input_size=args.input_size, mean=args.mean, std=args.std, precision=args.precision,

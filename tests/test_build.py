@@ -37,7 +37,8 @@ def test_runs_record_their_config_and_seed(small_store):
         assert len(sha) == 64 and status == "complete"
         assert config["precision"] in ("fp32", "bf16"), "auto is recorded as what actually ran"
         assert config["param"] == config["schedule"]["param"] == "fourier", "auto param recorded as what ran"
-        assert config["schedule"]["scale"] > 0 and config["schedule"]["rotate"] > 0
+        assert config["schedule"]["scale"] == config["scale_range"] == 0.1, "28 px: Lucid's scale range, recorded"
+        assert config["schedule"]["rotate"] > 0
 
 
 def test_synthesis_defaults_and_the_papers_loop_keeping_its_run_ids():
@@ -48,6 +49,20 @@ def test_synthesis_defaults_and_the_papers_loop_keeping_its_run_ids():
     assert paper.synthesis() == ("pixel", ("jitter",), None)
     assert "param" not in paper.identity("mfv", "sha", "data"), "stores built with the paper's loop resume"
     assert BuildConfig(out="").identity("mfv", "sha", "data")["param"] == "fourier"
+
+
+def test_scale_range_is_chosen_by_input_size_and_a_wider_one_gets_its_own_run_ids():
+    from types import SimpleNamespace
+
+    from precompute.build import BuildConfig, schedule_for
+    at = lambda size: SimpleNamespace(input_shape=(3, size, size))   # noqa: E731 (only the size is read)
+    assert schedule_for("mfv", at(28), BuildConfig(out="")).scale == 0.1
+    assert schedule_for("noise", at(224), BuildConfig(out="")).scale == 0.4
+    assert schedule_for("noise", at(224), BuildConfig(out="", scale_range=0.2)).scale == 0.2
+    assert schedule_for("mfv", at(224), BuildConfig(out="", transforms=("jitter",))).scale == 0.0
+    ids = [BuildConfig(out="", scale_range=f).identity("mfv", "sha", "data") for f in (0.1, 0.4)]
+    assert "scale_range" not in ids[0], "stores built with Lucid's range resume"
+    assert ids[1]["scale_range"] == 0.4
 
 
 def test_auto_precision_is_bf16_only_where_it_was_measured_faster(monkeypatch):

@@ -24,6 +24,7 @@ def run(*args, timeout=120):
     (("build", "--out", "{tmp}", "--method", "deepdream"), "unknown method 'deepdream'; valid methods: mfv, center-bias, noise"),
     (("build", "--out", "{tmp}", "--precision", "fp8"), "unknown precision 'fp8'; valid precisions: fp32, bf16, auto"),
     (("build", "--out", "{tmp}", "--device", "tpu"), "unknown device 'tpu'"),
+    (("build", "--out", "{tmp}", "--scale-range", "1.5"), "--scale-range must be in [0, 1) (a random scale of 1 +- it), got 1.5"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     garbage = tmp_path / "garbage.pt"
