@@ -119,6 +119,10 @@ class BuildConfig:
         rate = None if param == "pixel" else (self.learning_rate or LEARNING_RATES[param])
         return param, transforms, rate
 
+    def scale_for(self, input_size: int) -> float:
+        """The scale transform's range: the build's, or where it is left to default, the sweep's for the size."""
+        return default_scale_range(input_size) if self.scale_range is None else self.scale_range
+
     @property
     def facet_minimum(self) -> int:
         """The smallest facet MFV keeps: every facet's init then averages m images."""
@@ -216,10 +220,9 @@ def schedule_for(method: str, spec: ModelSpec, config: BuildConfig) -> Schedule:
     makers = {"center-bias": center_bias_schedule, "diversity": diversity_schedule}
     schedule = makers.get(method, mfv_schedule)(size, config.steps)
     param, transforms, rate = config.synthesis()
-    scale = config.scale_range if config.scale_range is not None else default_scale_range(size)
     return dataclasses.replace(
         schedule, param=param, learning_rate=rate or 0.0, jitter=schedule.jitter if "jitter" in transforms else 0,
-        scale=scale if "scale" in transforms else 0.0, rotate=ROBUST_ROTATE if "rotate" in transforms else 0.0)
+        scale=config.scale_for(size) if "scale" in transforms else 0.0, rotate=ROBUST_ROTATE if "rotate" in transforms else 0.0)
 
 
 def scan_batch_size(spec: ModelSpec) -> int:
@@ -287,9 +290,8 @@ class AtlasBuilder:
         self.spec = load_model(config.model, config.weights, config.input_size, config.mean, config.std,
                                config.seed).to(self.device)
         param, transforms, rate = config.synthesis()   # recorded as what runs, so a rerun inherits it
-        scale_range = default_scale_range(self.spec.input_shape[1]) if config.scale_range is None else config.scale_range
         self.config = config = dataclasses.replace(config, param=param, transforms=transforms, learning_rate=rate,
-                                                   scale_range=scale_range)
+                                                   scale_range=config.scale_for(self.spec.input_shape[1]))
         self.units = _select_units(self.spec, config)
         self.batch_size = config.batch_size or default_batch_size(self.spec.input_shape[1], self.device)
         self.workers = config.workers or os.cpu_count() or 1
