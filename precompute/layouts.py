@@ -14,12 +14,16 @@ or none (attention internals): such nodes are not listed, and asked for by name 
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import operator
 from dataclasses import dataclass
 
 import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+
+from .errors import AtlasError
 
 Factor = tuple[str, int, int]       # label ("N", "C", "H", "W" or "?"), size, stride in the label's axis
 
@@ -69,10 +73,6 @@ def _product(sizes) -> int:
 
 def _fresh(labels: str, shape) -> tuple[Axis, ...]:
     return tuple(Axis(((label, size, 1),)) for label, size in zip(labels, shape))
-
-
-def _unknown(shape) -> tuple[Axis, ...]:
-    return _fresh("?" * len(shape), shape)
 
 
 def _shape(node):
@@ -168,6 +168,17 @@ def _index(source: tuple[Axis, ...], index, shape) -> tuple[Axis, ...] | None:
     return _like(axes, shape) if len(axes) == len(shape) else None
 
 
+def _reduce(source: tuple[Axis, ...], node: fx.Node, shape) -> tuple[Axis, ...] | None:
+    """x.mean(dims) and the like (MnasNet's and ShuffleNet's global pooling): the reduced axes go,
+    or stay with size 1 under keepdim."""
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    if dims is None:
+        return None
+    dims = set(_dims(dims if isinstance(dims, (list, tuple)) else [dims], len(source)))
+    kept = [axis for i, axis in enumerate(source) if i not in dims or len(shape) == len(source)]
+    return _like(kept, shape) if len(kept) == len(shape) else None
+
+
 def _cat(layouts: list, shapes: list, dim: int, shape) -> tuple[Axis, ...] | None:
     known = [layout for layout in layouts if layout is not None]
     if not known:
@@ -188,9 +199,10 @@ def _cat(layouts: list, shapes: list, dim: int, shape) -> tuple[Axis, ...] | Non
 
 
 class _Propagation:
+    """Axis labels for every node, in graph order (a node's inputs are labelled before it)."""
+
     def __init__(self, module: nn.Module, graph: fx.Graph):
-        self.module, self.layouts = module, {}
-        self.graph = graph
+        self.module, self.graph, self.layouts = module, graph, {}
 
     def of(self, arg):
         return self.layouts.get(arg) if isinstance(arg, fx.Node) else None
@@ -241,6 +253,8 @@ class _Propagation:
             return tuple(axes)
         if kind == "reshape":
             return _regroup(source, shape)
+        if kind == "reduce":
+            return _reduce(source, node, shape)
         if kind == "cat":
             tensors = args[0]
             dim = args[1] if len(args) > 1 else node.kwargs.get("dim", 0)
@@ -253,6 +267,7 @@ SPATIAL_FUNCTIONS = {torch.conv2d, torch.nn.functional.conv2d, torch.nn.function
                      torch.nn.functional.avg_pool2d, torch.nn.functional.adaptive_avg_pool2d,
                      torch.nn.functional.adaptive_max_pool2d}
 RESHAPES = {"reshape", "view", "flatten", "unflatten", "squeeze", "unsqueeze"}
+REDUCTIONS = {"mean", "sum", "amax", "amin"}
 OPAQUE = {"matmul", "bmm", "einsum", "baddbmm", "expand", "repeat", "roll"}
 
 
@@ -279,14 +294,21 @@ def _operation(module: nn.Module, node: fx.Node) -> str:
         return name.replace("swapaxes", "transpose")
     if name in RESHAPES:
         return "reshape"
+    if name in REDUCTIONS:
+        return "reduce"
     return "opaque" if name in OPAQUE else "other"
 
 
 def layouts(module: nn.Module, graph: fx.Graph, input_shape: tuple) -> dict[fx.Node, Layout | None]:
     """Every tensor node's Layout (None: not readable as conv, tokens or fc)."""
     traced = fx.GraphModule(module, graph)
-    with torch.no_grad():
-        ShapeProp(traced).propagate(torch.zeros(2, *input_shape))
+    try:   # ShapeProp prints the traceback of a failing node itself: the user gets one line instead
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            ShapeProp(traced).propagate(torch.zeros(2, *input_shape))
+    except RuntimeError as exc:
+        cause = exc.__cause__ or exc
+        raise AtlasError(f"the model does not run on a {'x'.join(map(str, input_shape))} input: "
+                         f"{type(cause).__name__}: {str(cause).splitlines()[0]}"[:300]) from None
     return {node: _classify(axes) for node, axes in _Propagation(module, graph).run().items()}
 
 
@@ -299,7 +321,7 @@ def _classify(axes) -> Layout | None:
     if len(axes) == 4 and {"C", "H", "W"} <= set(where):
         order = (0, where["C"], where["H"], where["W"])
         return Layout("conv", order, tuple(axes[i].size for i in order[1:]))
-    tokens = [i for i, axis in enumerate(axes) if axis.label == "HW"]
+    tokens = [i for i, axis in enumerate(axes) if axis.label == "HW" and all(f[2] == 1 for f in axis.factors)]
     if len(axes) == 3 and "C" in where and tokens:
         (_, h, _), (_, w, _) = axes[tokens[0]].factors
         return Layout("tokens", (0, where["C"], tokens[0]), (axes[where["C"]].size, h, w), axes[tokens[0]].prefix)

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch import fx
+from torch import fx, nn
 from torchvision.models.feature_extraction import NodePathTracer, _set_default_tracer_kwargs
 from torchvision.ops import MLP, Permute
 
@@ -48,7 +47,7 @@ class LayerInfo:
     shape: tuple          # output shape of one image, as the engine reads it
     role: str             # "logits", "embedding", "block" (a repeated block's output) or "hidden"
     layout: Layout        # how the graph node's output is read
-    node: str = ""        # the graph node (the name, but for NODE:cls)
+    node: str             # the graph node (the name, but for NODE:cls)
 
     @property
     def n_units(self) -> int:
@@ -127,7 +126,7 @@ class ModelSpec:
         layout = self.layouts[node]
         if layout is None:
             raise AtlasError(f"layer {name!r} has an output that is not read as conv (C x H x W), tokens "
-                             "(N x C) or fc (C) units (an attention or window-partition internal?)")
+                             "(tokens x C) or fc (C) units (an attention or window-partition internal?)")
         if name != node and not (layout.kind == "tokens" and layout.prefix):
             raise AtlasError(f"layer {node!r} has no class token; {name!r} names nothing")
         return _info(name, layout, "hidden")
@@ -264,7 +263,7 @@ def _graph_layouts(module: nn.Module, input_shape: tuple) -> tuple[fx.Graph, dic
 
 def _discover(module: nn.Module, input_shape: tuple) -> tuple[dict[str, LayerInfo], dict[str, str], dict]:
     """Conv and linear layers and block outputs (graph order), the fc8/fc7 aliases, and every node's layout."""
-    graph, name_of, found = _graph_layouts(module, input_shape)
+    _, name_of, found = _graph_layouts(module, input_shape)
     names = list(name_of.values())
     picked = [name for node, name in name_of.items() if _conv_or_linear(module, node) and found[name]]
     if not picked:
@@ -345,7 +344,9 @@ def torchvision_spec(arch: str, weights: str | None, input_size: int | None, mea
     default = tvm.get_model_weights(arch).DEFAULT
     preset = default.transforms()
     classes = default.meta.get("categories")
-    return generic_spec(f"torchvision:{arch}", module, sha, input_size or preset.crop_size[0],
+    # a ViT is built for one size (vit_h_14's default weights' preset is 518 px; the architecture's 224)
+    size = input_size or getattr(module, "image_size", None) or preset.crop_size[0]
+    return generic_spec(f"torchvision:{arch}", module, sha, size,
                         mean or preset.mean, std or preset.std, classes)
 
 

@@ -72,6 +72,17 @@ def test_a_class_token_is_named_only_where_there_is_one():
         spec.layer("encoder.layers.encoder_layer_1.self_attention")
 
 
+def test_a_vit_at_a_size_it_was_not_built_for_is_one_clear_error():
+    with pytest.raises(AtlasError, match="does not run on a 3x112x112 input: AssertionError: Wrong image height"):
+        load_model("torchvision:vit_b_16", input_size=112)
+
+
+@pytest.mark.parametrize("arch", ["mnasnet0_5", "shufflenet_v2_x0_5"])
+def test_global_mean_pooling_leaves_the_classifier_an_fc_layer(arch):
+    logits = next(row for row in list_layers(f"torchvision:{arch}") if row["alias"] == "fc8")   # after x.mean([2, 3])
+    assert (logits["kind"], logits["n_units"]) == ("fc", 1000)
+
+
 @pytest.mark.parametrize("arch, layer, path, at_center", [
     ("vit_b_16", VIT_BLOCK, "encoder.layers.encoder_layer_1", lambda out: out[:, 1 + 7 * 14 + 7]),   # patch (7, 7)
     ("swin_t", SWIN_STAGE, "features.3", lambda out: out[:, 14, 14]),
