@@ -20,7 +20,8 @@ import duckdb  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from benchmarks.sweep_synthesis import setting  # noqa: E402
-from precompute.build import build_atlas, default_scale_range  # noqa: E402
+from precompute.build import build_atlas  # noqa: E402
+from precompute.plan import default_scale_range  # noqa: E402
 from precompute.evaluate import evaluate_store  # noqa: E402
 from precompute.images import from_png  # noqa: E402
 

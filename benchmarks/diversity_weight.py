@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from precompute.build import image_key  # noqa: E402
+from precompute.runtime import image_key  # noqa: E402
 from precompute.measures import mean_pairwise_cosine_distance  # noqa: E402
 from precompute.models import load_model  # noqa: E402
 from precompute.synthesis import diversity_schedule, measure, noise_init, render  # noqa: E402

@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from precompute.build import AtlasBuilder, BuildConfig  # noqa: E402
+from precompute.chunks import ChunkBuilder  # noqa: E402
 
 PER_LAYER = 32      # hidden neurons sampled per layer (evenly over the live ones)
 CLASSES = (0, 5)    # class neurons (each a Barnes-Hut t-SNE of 6,000 images)
@@ -34,14 +35,14 @@ def find(seed: int, out: str) -> None:
     import tempfile
     builder = AtlasBuilder(BuildConfig(out=tempfile.mkdtemp(), device="cpu", seed=seed))   # nothing is written to it
     layers = list(builder.units)
-    builder._load_data()
-    builder._scan(layers)
+    builder.load_data()
+    chunks = ChunkBuilder(builder.plan, builder.store, builder.scan(layers))
     saved = {}
     for layer in layers:
         units = list(CLASSES) if builder.spec.layers[layer].role == "logits" else builder.units[layer]
-        _, todo = builder._facet_inputs(layer, units)
+        _, todo = chunks.facet_inputs(layer, units)
         todo = todo[:: max(1, len(todo) // PER_LAYER)][:PER_LAYER]
-        found = builder.finder.fit_many([codes for *_, codes in todo], builder.workers)
+        found = chunks.finder.fit_many([codes for *_, codes in todo], chunks.workers)
         for (row, ids, _, _), facets in zip(todo, found):
             saved[f"{layer}/{row['unit']}/ids"] = ids
             saved[f"{layer}/{row['unit']}/labels"] = facets.labels

@@ -1,6 +1,6 @@
 """Sweep the synthesis settings and print one table row per setting: how well the images explain
 their neurons (the explanation score), transfer (top-1 under the second network) and how far MFV
-moved from its init. The defaults in precompute/build.py (DEFAULT_SYNTHESIS) come from this table.
+moved from its init. The defaults in precompute/plan.py (DEFAULT_SYNTHESIS) come from this table.
 
     python benchmarks/sweep_synthesis.py --model efficientnet-lite0          # 224 px, photo folders
     python benchmarks/sweep_synthesis.py --model demo                        # 28 px, Fashion-MNIST
@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import duckdb  # noqa: E402
 
-from precompute.build import ROBUST_SCALE, BuildConfig, build_atlas, default_scale_range  # noqa: E402
+from precompute.build import build_atlas  # noqa: E402
+from precompute.plan import ROBUST_SCALE, BuildConfig, default_scale_range  # noqa: E402
 from precompute.evaluate import evaluate_store  # noqa: E402
 from precompute.models import imagenet_classes  # noqa: E402
 from precompute.photos import PHOTOS, make_photo_folders  # noqa: E402

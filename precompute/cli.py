@@ -45,7 +45,7 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 
 def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
-    from .build import BuildConfig
+    from .plan import BuildConfig
     d = BuildConfig(out="")
     g = parser.add_argument_group("what to build")
     if not demo:
@@ -122,7 +122,7 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m precompute",
+        prog="facet-atlas" if Path(sys.argv[0]).name == "facet-atlas" else "python -m precompute",
         description="Facet Atlas precompute: Multifaceted Feature Visualization (Nguyen, Yosinski & "
                     "Clune, 2016) for every neuron of a classifier, written to a Parquet + DuckDB store.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,7 +163,7 @@ and a verdict per claim of the paper (rows claim1..claim4).
 
 examples:
   python -m precompute evaluate --store data/demo
-  python -m precompute evaluate --store data/demo --effnet 8 --figures docs/figures --readme README.md
+  python -m precompute evaluate --store data/demo --effnet 8 --figures docs/figures --results docs/results.md
 """
 
 
@@ -173,7 +173,7 @@ def _add_evaluate_parser(sub) -> None:
         "evaluate", help="measure how far a store reproduces the paper's claims (evaluations table)",
         description="Measure every run of a store (mfv, center-bias, noise, diversity) against the paper's claims "
                     "and write the numbers to its evaluations table (rerunning replaces them); optionally the "
-                    "EfficientNet-Lite0 data-free subset, the README figures and the README results block.",
+                    "EfficientNet-Lite0 data-free subset, the claim figures and the results page (docs/results.md).",
         epilog=EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("--store", required=True, help="store folder to evaluate (e.g. data/demo)")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -192,12 +192,13 @@ def _add_evaluate_parser(sub) -> None:
                           help="network whose features judge similarity in the explanation score (default: the second "
                                "demo CNN for the demo, efficientnet-lite2 otherwise)")
     evaluate.add_argument("--figures", default=None, metavar="DIR", help="write one PNG figure per claim into DIR")
-    evaluate.add_argument("--readme", default=None, metavar="FILE",
-                          help="rewrite the block between <!-- results:start --> and <!-- results:end --> in FILE")
+    evaluate.add_argument("--results", "--readme", dest="results", default=None, metavar="FILE",
+                          help="rewrite the block between <!-- results:start --> and <!-- results:end --> in FILE "
+                               "(the results page: docs/results.md)")
 
 
 def _config(args, out: str, methods_default):
-    from .build import BuildConfig
+    from .plan import BuildConfig
     return BuildConfig(
         out=out, model=getattr(args, "model", "demo"), weights=getattr(args, "weights", None), data=args.data,
         layers=getattr(args, "layers", None), units=getattr(args, "units", None),
@@ -230,7 +231,8 @@ def _open_hint(out: str) -> str:
 def cmd_demo(args, progress) -> str:
     from .demo_train import ensure_demo_weights
     ensure_demo_weights(retrain=args.retrain, data=args.data, progress=progress)
-    from .build import METHODS, build_atlas
+    from .build import build_atlas
+    from .plan import METHODS
     _report(build_atlas(_config(args, args.out, METHODS), progress))
     return _open_hint(args.out)
 
@@ -269,9 +271,9 @@ def cmd_evaluate(args, progress) -> None:
         print(f"  not evaluated (another run of the method or model): {skipped}")
     for verdict in summary.verdicts:
         print(f"  {verdict.claim}: {verdict.word} - {verdict.evidence}")
-    if args.figures or args.readme:
+    if args.figures or args.results:
         from .report import write_report
-        for path in write_report(summary.store, args.figures, args.readme):
+        for path in write_report(summary.store, args.figures, args.results):
             print(f"  wrote {path}")
 
 

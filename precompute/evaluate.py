@@ -131,7 +131,8 @@ def neighbourhoods(con, mfv_run: dict | None, spec: ModelSpec, device, progress)
     if mfv_run is None:
         return {}, None
     from .activations import embed
-    from .build import BuildConfig, load_images
+    from .plan import BuildConfig
+    from .runtime import load_images
     config = json.loads(mfv_run["config_json"])
     images = load_images(BuildConfig(out="", model=config["model"], data=config.get("data"),
                                      max_images=config.get("max_images")), spec)
@@ -350,7 +351,7 @@ def evaluate_store(store_dir: str | Path, progress=None, device: str = "auto", h
     """Measure every run of the store (one per method) and (re)write its evaluations and the
     explanation scores of its images (those need held-out images: the demo's test split, else
     the folder `heldout`)."""
-    from .build import resolve_device
+    from .runtime import resolve_device
     start = time.perf_counter()
     progress = progress or (lambda task, done, total: None)
     store, con = open_store(store_dir)

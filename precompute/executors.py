@@ -1,11 +1,16 @@
-"""Build an atlas on a Ray cluster (`--executor ray`): the scan split by images, the neurons by chunks.
+"""Where a build's work runs: `LocalExecutor` (this process) or `RayExecutor` (`--executor ray`).
+
+Both take the same plan and the same Job (runs, store, the scan's MfvInputs as a value) and build
+each chunk with precompute.chunks.ChunkBuilder.build, the public chunk API.
+
+On a Ray cluster the scan is split by images, the neurons by chunks.
 
 How the work is split and merged
   scan     one Ray task per range of images, cut at scan-batch boundaries (so every batch holds the
            same images as in one pass over all of them); the driver merges the ranges' per-unit top N
            (`activations.merge_scans`) and goes on exactly as a local build (codes, exemplar sets).
   neurons  one actor call per chunk of --chunk-units neurons of one run and layer: the worker runs
-           `AtlasBuilder._build_chunk`, which writes the chunk's Parquet parts into the store itself,
+           `ChunkBuilder.build`, which writes the chunk's Parquet parts into the store itself,
            atomically, its `neurons` part last. The driver keeps every worker busy with one chunk,
            marks each run complete when its last chunk is in, and loads the finished parts into
            atlas.duckdb every CONSOLIDATE_EVERY_S seconds, so a partial atlas can be browsed meanwhile.
@@ -38,66 +43,83 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from .activations import ScanResult, merge_scans, scan
-from .build import AtlasBuilder, BuildConfig, chunks, scan_batch_size
-from .errors import AtlasError, choose
+from .chunks import BatchDone, ChunkBuilder, MfvInputs, chunks
+from .errors import AtlasError
+from .plan import RAY_OPTIONS, BuildConfig, Plan, make_plan
+from .runtime import Timings, scan_batch_size
 from .store import Store
 
-EXECUTORS = ("local", "ray")
-RAY_OPTIONS = ("ray_address", "gpus_per_task", "cpus_per_task", "ray_workers")
 INSTALL_HINT = "pip install -r requirements-ray.txt (ray==2.60.0)"
 RETRIES = 3                  # per chunk and per scan range; also restarts per worker
 CONSOLIDATE_EVERY_S = 30.0   # how often finished parts are loaded into atlas.duckdb during a build
 CRASH_DIR_ENV = "FACET_ATLAS_CRASH_DIR"   # fault injection for the tests, see _CrashingStore
+Progress = Callable[[str, int, int], None]   # (task, done, total)
+Runs = list[tuple[str, str, dict[str, list[int]]]]   # (method, run_id, units left by layer)
 
 
-def check_options(config: BuildConfig) -> None:
-    """User errors in the executor options, before anything is loaded (Ray is not imported)."""
-    choose("executor", config.executor, EXECUTORS)
-    if config.executor == "local":
-        given = [_flag(name) for name in RAY_OPTIONS if getattr(config, name) is not None]
-        if given:
-            raise AtlasError(f"{', '.join(given)} only apply with --executor ray")
-        return
-    if config.gpus_per_task is not None and not config.gpus_per_task >= 0:
-        raise AtlasError(f"--gpus-per-task must be 0 or more (fractions share a GPU), got {config.gpus_per_task:g}")
-    for name in ("cpus_per_task", "ray_workers"):
-        if getattr(config, name) is not None and getattr(config, name) < 1:
-            raise AtlasError(f"{_flag(name)} must be at least 1, got {getattr(config, name)}")
-    if config.device.startswith("cuda:"):
-        raise AtlasError(f"--device {config.device}: Ray gives each worker its own GPU; use --device cuda or auto")
-    if config.device == "cpu" and config.gpus_per_task:
-        raise AtlasError(f"--gpus-per-task {config.gpus_per_task:g} with --device cpu would hold GPUs that no one "
-                         "uses; use --gpus-per-task 0")
-    if config.device == "cuda" and config.gpus_per_task == 0:
-        raise AtlasError("--device cuda with --gpus-per-task 0: the workers would have no GPU")
-    if config.ray_address is not None:
-        _check_address(config.ray_address)
+@dataclass
+class Job:
+    """A build's chunks, for an executor: what to build, with what, and whom to tell."""
+    plan: Plan
+    store: Store
+    runs: Runs
+    inputs: MfvInputs | None                       # the scan's result, for MFV runs
+    progress: Progress
+    record_run: Callable[[str, str, float, str], None]   # (method, run_id, seconds, status)
+    on_batch: BatchDone                             # a synthesis batch's timing (the build's estimate)
+    timings: Timings                                # seconds by stage, added to
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def _scan(plan: Plan, images, layers: list[str], class_of_label: torch.Tensor, progress=None) -> ScanResult:
+    return scan(plan.spec, images, layers, plan.config.top_n, plan.device, batch_size=scan_batch_size(plan.spec),
+                progress=progress, class_of_label=class_of_label)
 
 
-def _check_address(address: str) -> None:
-    """Fail fast on an address nothing listens at (Ray itself retries one for minutes)."""
-    if address in ("auto", "local"):
-        return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise AtlasError(f"--ray-address {address!r}: expected auto, local, HOST:PORT (the head node's GCS, "
-                         "port 6379 by default) or ray://HOST:PORT (Ray Client, port 10001)")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as exc:
-        raise AtlasError(f"cannot reach the Ray cluster at {address!r} ({exc.strerror or exc}); start one with "
-                         "'ray start --head' or check the address") from None
+class LocalExecutor:
+    """Everything in this process: one scan, then every chunk of one run after the other."""
+    run_device = None   # runs record the plan's device
+
+    def connect(self, plan: Plan) -> None:
+        pass
+
+    def where(self, plan: Plan) -> str:
+        return str(plan.device)
+
+    def close(self) -> None:
+        pass
+
+    def scan(self, plan: Plan, images, layers: list[str], class_of_label: torch.Tensor, progress: Progress) -> ScanResult:
+        return _scan(plan, images, layers, class_of_label, lambda done, total: progress("scan images", done, total))
+
+    def build(self, job: Job) -> int:
+        """Build every chunk of the job's runs; returns the neurons built."""
+        builder = ChunkBuilder(job.plan, job.store, job.inputs, job.on_batch)
+        for method, _, layers in job.runs:
+            if method == "mfv":   # facets found in worker processes while earlier chunks synthesize
+                builder.prefetch_facets(layers)
+        built = 0
+        for method, run_id, layers in job.runs:
+            remaining = sum(len(units) for units in layers.values())
+            method_start, done = time.perf_counter(), 0
+            job.record_run(method, run_id, 0.0, "running")
+            for layer, chunk in chunks(layers, job.plan.config.chunk_units):
+                def advance(share: float, done=done, n=len(chunk), task=f"{method} neurons") -> None:
+                    job.progress(task, done + share * n, remaining)   # moves during the chunk's synthesis
+                builder.build(method, run_id, layer, chunk, advance)
+                done += len(chunk)
+                job.progress(f"{method} neurons", done, remaining)
+            built += done
+            job.record_run(method, run_id, time.perf_counter() - method_start, "complete")
+        job.timings.update(builder.timings)
+        return built
 
 
 def import_ray():
@@ -109,41 +131,35 @@ def import_ray():
 
 
 # ---- the workers (these run in Ray worker processes) -------------------------------------------
-def _worker_builder(config: BuildConfig, threads: int) -> AtlasBuilder:
+def _worker_plan(config: BuildConfig, threads: int) -> Plan:
     torch.set_num_threads(threads)   # the cores Ray gave this worker, not every core of its node
-    builder = AtlasBuilder(config)
-    if os.environ.get(CRASH_DIR_ENV):
-        builder.store = _CrashingStore(builder.store.root)
-    return builder
+    return make_plan(config)
 
 
 def _scan_range(config: BuildConfig, threads: int, images, layers: list[str],
                 class_of_label: torch.Tensor) -> tuple[ScanResult, int]:
     """Scan one range of images (indexed from 0); also returns how many of its files were unreadable."""
-    builder = _worker_builder(config, threads)
-    result = scan(builder.spec, images, layers, config.top_n, builder.device,
-                  batch_size=scan_batch_size(builder.spec), class_of_label=class_of_label)
-    return result, images.skipped
+    return _scan(_worker_plan(config, threads), images, layers, class_of_label), images.skipped
 
 
 class ChunkWorker:
-    """A Ray actor: an AtlasBuilder with the model loaded and the driver's scan adopted."""
+    """A Ray actor: a ChunkBuilder with the model loaded and the driver's scan adopted."""
 
     def __init__(self, config: BuildConfig, threads: int, shared: list):
         # A user error here (weights missing on this node...) is raised again by every call, so the
         # driver gets it as that call's exception (one line), not as a dead actor that Ray restarts.
         self.error = None
         try:
-            self.builder = _worker_builder(config, threads)
+            plan = _worker_plan(config, threads)
         except AtlasError as exc:
             self.error = exc
             return
-        if shared:   # [a reference to] what AtlasBuilder._scan computed on the driver
+        inputs = None
+        if shared:   # [a reference to] the MfvInputs the driver's scan made
             import ray
-            shared, b = ray.get(shared[0]), self.builder
-            b.images, b.scan, b.codes = shared["images"], shared["scan"], shared["codes"]
-            b.class_of_label, b.spec.class_names = shared["class_of_label"], shared["class_names"]
-            b.thumbnailed = b.store.thumbnail_ids(b.dataset)
+            inputs = ray.get(shared[0])
+        store = _CrashingStore(config.out) if os.environ.get(CRASH_DIR_ENV) else Store(config.out)
+        self.builder = ChunkBuilder(plan, store, inputs)
 
     def device(self) -> str:
         if self.error:
@@ -155,7 +171,7 @@ class ChunkWorker:
         if self.error:
             raise self.error
         before = Counter(self.builder.timings)
-        self.builder._build_chunk(method, run_id, layer, units)
+        self.builder.build(method, run_id, layer, units)
         return dict(Counter(self.builder.timings) - before)
 
 
@@ -177,29 +193,26 @@ class _CrashingStore(Store):
 
 
 # ---- the driver --------------------------------------------------------------------------------
-class RayAtlasBuilder(AtlasBuilder):
-    """An AtlasBuilder whose scan and chunks run on Ray workers; the rest (runs, resume, consolidation)
-    is the local builder's, on the driver."""
+class RayExecutor:
+    """The scan and the chunks on Ray workers; the runs, resume and consolidation stay with the build."""
 
-    def __init__(self, config: BuildConfig, progress=None):
+    def __init__(self, config: BuildConfig):
         self.ray = import_ray()   # first: without Ray, say so before loading anything
-        super().__init__(config, progress)
+        self.config = config
         self.connected_here = False
         self.slots = 0            # workers the cluster holds; set on connecting
         self.shared: list = []    # [object ref] of what MFV workers share, held until the build ends
+        self.run_device = None    # "ray:<workers>x<device>", once the workers are up
 
-    def run(self):
-        try:
-            return super().run()
-        finally:
-            if self.connected_here:
-                self.ray.shutdown()   # disconnects; stops the Ray instance only if this build started it
+    def close(self) -> None:
+        if self.connected_here:
+            self.ray.shutdown()   # disconnects; stops the Ray instance only if this build started it
 
     # ---- connecting ----------------------------------------------------------------------------
-    def _check_resources(self) -> None:
+    def connect(self, plan: Plan) -> None:
         self._connect()
 
-    def _where(self) -> str:
+    def where(self, plan: Plan) -> str:
         return f"Ray, {self.slots} worker slots"
 
     def _connect(self) -> None:
@@ -237,10 +250,10 @@ class RayAtlasBuilder(AtlasBuilder):
     def resources(self) -> dict:
         return {"num_cpus": self.threads, "num_gpus": self.gpus}
 
-    @property
-    def worker_config(self) -> BuildConfig:
-        """The config a worker builds with: a local build of the same atlas, on the worker's cores."""
-        return dataclasses.replace(self.config, executor="local", workers=self.config.workers or self.threads,
+    def worker_config(self, plan: Plan) -> BuildConfig:
+        """The config a worker plans with: a local build of the same atlas (the driver's resolved
+        config), on the worker's cores."""
+        return dataclasses.replace(plan.config, executor="local", workers=self.config.workers or self.threads,
                                    **{name: None for name in RAY_OPTIONS})
 
     def _get(self, ref):
@@ -259,54 +272,52 @@ class RayAtlasBuilder(AtlasBuilder):
                              "command again to resume") from None
 
     # ---- the scan, split by image ranges ------------------------------------------------------------
-    def _scan_images(self, layers: list[str]) -> ScanResult:
+    def scan(self, plan: Plan, images, layers: list[str], class_of_label: torch.Tensor, progress: Progress) -> ScanResult:
         self._connect()
-        n = len(self.images)
-        bounds = image_ranges(n, scan_batch_size(self.spec), self.slots)
+        n = len(images)
+        bounds = image_ranges(n, scan_batch_size(plan.spec), self.slots)
         task = self.ray.remote(_scan_range).options(**self.resources, max_retries=RETRIES)
-        refs = {task.remote(self.worker_config, self.threads, self.images.subset(a, b), layers,
-                            self.class_of_label): b - a for a, b in bounds}
-        self.progress("scan images", 0, n)
+        config = self.worker_config(plan)
+        refs = {task.remote(config, self.threads, images.subset(a, b), layers, class_of_label): b - a for a, b in bounds}
+        progress("scan images", 0, n)
         done, pending = {}, list(refs)
         while pending:
             ready, pending = self.ray.wait(pending, num_returns=1)
             done[ready[0]] = self._get(ready[0])
-            self.progress("scan images", sum(refs[ref] for ref in done), n)
+            progress("scan images", sum(refs[ref] for ref in done), n)
         results = [done[ref] for ref in refs]
-        self.images.skipped = sum(skipped for _, skipped in results)
-        return merge_scans([result for result, _ in results], self.config.top_n)
+        images.skipped = sum(skipped for _, skipped in results)
+        return merge_scans([result for result, _ in results], plan.config.top_n)
 
     # ---- the chunks ------------------------------------------------------------------------------
-    def _build_runs(self, runs: list[tuple[str, str, dict[str, list[int]]]]) -> int:
-        todo = deque((method, run_id, layer, units) for method, run_id, layers in runs
-                     for layer, units in chunks(layers, self.config.chunk_units))
+    def build(self, job: Job) -> int:
+        todo = deque((method, run_id, layer, units) for method, run_id, layers in job.runs
+                     for layer, units in chunks(layers, job.plan.config.chunk_units))
         if not todo:
             return 0
         self._connect()
-        workers = self._start_workers(min(self.slots, len(todo)))
+        workers = self._start_workers(job, min(self.slots, len(todo)))
         try:
             self.run_device = f"ray:{len(workers)}x{self._get(workers[0].device.remote())}"
-            for method, run_id, _ in runs:
-                self._write_run(method, run_id, 0.0, "running")
-            return self._dispatch(workers, todo)
+            for method, run_id, _ in job.runs:
+                job.record_run(method, run_id, 0.0, "running")
+            return self._dispatch(job, workers, todo)
         finally:
             for worker in workers:
                 self.ray.kill(worker)
 
-    def _start_workers(self, n: int) -> list:
+    def _start_workers(self, job: Job, n: int) -> list:
         # MFV: the data and the merged scan go into the object store once, for every worker. The reference
         # is passed inside a list, so Ray does not resolve it for the constructor: the worker gets it itself,
         # also when restarted, while self.shared keeps the object alive until the build ends.
-        if self.scan is not None:
-            images = self.images.subset(0, len(self.images))   # compact: `head` keeps a view of every image
-            self.shared = [self.ray.put({"images": images, "scan": self.scan, "codes": self.codes,
-                                         "class_of_label": self.class_of_label,
-                                         "class_names": self.spec.class_names})]
+        if job.inputs is not None:
+            images = job.inputs.images.subset(0, len(job.inputs.images))   # compact: `head` keeps a view of every image
+            self.shared = [self.ray.put(dataclasses.replace(job.inputs, images=images))]
         actor = self.ray.remote(ChunkWorker).options(**self.resources, max_restarts=RETRIES,
                                                      max_task_retries=RETRIES)
-        return [actor.remote(self.worker_config, self.threads, self.shared) for _ in range(n)]
+        return [actor.remote(self.worker_config(job.plan), self.threads, self.shared) for _ in range(n)]
 
-    def _dispatch(self, workers: list, todo: deque) -> int:
+    def _dispatch(self, job: Job, workers: list, todo: deque) -> int:
         """Keep every worker busy with one chunk until all are built; record runs as they complete."""
         method_of = {run_id: method for method, run_id, _, _ in todo}
         chunks_left = Counter(run_id for _, run_id, _, _ in todo)
@@ -321,29 +332,31 @@ class RayAtlasBuilder(AtlasBuilder):
 
         for worker in workers:
             submit(worker)
-        self._report(0, total, len(running), len(workers))
+        _report(job.progress, 0, total, len(running), len(workers))
         while running:   # the timeout keeps the bar's ETA and the consolidation timer going
             ready, _ = self.ray.wait(list(running), num_returns=1, timeout=1.0)
             for ref in ready:
                 worker, (_, run_id, _, units) = running.pop(ref)
-                self.timings.update({f"{stage} (workers)": s for stage, s in self._get(ref).items()})
+                job.timings.update({f"{stage} (workers)": s for stage, s in self._get(ref).items()})
                 done, unconsolidated = done + len(units), True
                 chunks_left[run_id] -= 1
                 if not chunks_left[run_id]:
-                    self._write_run(method_of[run_id], run_id, time.monotonic() - start, "complete")
+                    job.record_run(method_of[run_id], run_id, time.monotonic() - start, "complete")
                 submit(worker)
-            self._report(done, total, len(running), len(workers))
+            _report(job.progress, done, total, len(running), len(workers))
             if unconsolidated and time.monotonic() - last_consolidated >= CONSOLIDATE_EVERY_S:
-                with self._timed("consolidate"):
-                    self.store.consolidate()   # a partial atlas to browse while the rest is built
+                with job.timings.timed("consolidate"):
+                    job.store.consolidate()   # a partial atlas to browse while the rest is built
                 last_consolidated, unconsolidated = time.monotonic(), False
         return done
 
-    def _report(self, done: int, total: int, busy: int, workers: int) -> None:
-        self.progress("neurons", done, total)
-        note = getattr(self.progress, "note", None)   # the terminal bar's postfix; other callbacks lack it
-        if note:
-            note("neurons", f"{busy}/{workers} workers busy")
+
+def _report(progress: Progress, done: int, total: int, busy: int, workers: int) -> None:
+    progress("neurons", done, total)
+    note = getattr(progress, "note", None)   # the terminal bar's postfix; other callbacks lack it
+    if note:
+        note("neurons", f"{busy}/{workers} workers busy")
+
 
 
 def image_ranges(n: int, batch_size: int, parts: int) -> list[tuple[int, int]]:

@@ -32,7 +32,10 @@ from torchvision.ops import MLP, Permute
 from .errors import AtlasError, choose
 from .layouts import Layout, layouts
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# A checkout (or `pip install -e .`) has data/ beside the package; a plain `pip install .` runs the
+# `facet-atlas` command from a folder that holds data/ (a checkout's, or one `facet-atlas demo` fills).
+_CHECKOUT = Path(__file__).resolve().parent.parent
+REPO_ROOT = _CHECKOUT if (_CHECKOUT / "data").is_dir() else Path.cwd()
 DEMO_WEIGHTS = REPO_ROOT / "data" / "models" / "demo-fashion-cnn.pt"
 EFFICIENTNET_LITES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 MODEL_KINDS = ("demo", *EFFICIENTNET_LITES, "torchvision:NAME", "package.module:function")

@@ -54,7 +54,7 @@ def test_synthesis_defaults_and_the_papers_loop_keeping_its_run_ids():
 def test_scale_range_is_chosen_by_input_size_and_a_wider_one_gets_its_own_run_ids():
     from types import SimpleNamespace
 
-    from precompute.build import BuildConfig, schedule_for
+    from precompute.plan import BuildConfig, schedule_for
     at = lambda size: SimpleNamespace(input_shape=(3, size, size))   # noqa: E731 (only the size is read)
     assert schedule_for("mfv", at(28), BuildConfig(out="")).scale == 0.1
     assert schedule_for("noise", at(224), BuildConfig(out="")).scale == 0.4
@@ -67,7 +67,7 @@ def test_scale_range_is_chosen_by_input_size_and_a_wider_one_gets_its_own_run_id
 
 def test_auto_precision_is_bf16_only_where_it_was_measured_faster(monkeypatch):
     import torch
-    from precompute.build import resolve_precision
+    from precompute.runtime import resolve_precision
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)

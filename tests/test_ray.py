@@ -115,8 +115,8 @@ def test_a_killed_driver_resumes_with_every_neuron_once(ray_cluster, tmp_path):
 def test_a_user_error_on_a_worker_is_one_line(ray_cluster, tmp_path):
     import ray
     from precompute.errors import AtlasError
-    from precompute.executors import ChunkWorker, RayAtlasBuilder
-    driver = RayAtlasBuilder(BuildConfig(out=str(tmp_path), layers=("fc8",), executor="ray"))
+    from precompute.executors import ChunkWorker, RayExecutor
+    driver = RayExecutor(BuildConfig(out=str(tmp_path), layers=("fc8",), executor="ray"))
     # as if the weights were at the driver's path but missing on the worker's node
     missing = BuildConfig(out=str(tmp_path), layers=("fc8",), weights=str(tmp_path / "gone.pt"))
     worker = ray.remote(ChunkWorker).options(num_cpus=1, max_restarts=1).remote(missing, 1, [])
