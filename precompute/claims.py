@@ -18,7 +18,7 @@ CLAIMS = {
 }
 WORDS = {1.0: "supported", 0.5: "partly supported", 0.0: "not supported", None: "not measured"}
 
-# Thresholds of the checks, stated once (README "Results" quotes them).
+# Thresholds of the checks, stated once (docs/results.md quotes them).
 DISTINCT_FACETS = 0.25       # claim 1: median facet_diversity at least this (a quarter of the exemplars' spread between facets)
 OVER_NULL = 5.0              # ... and this many times the random-split baseline
 OVER_CHANCE = 2.0            # claim 1: facet images nearest their own cluster at least twice as often as chance

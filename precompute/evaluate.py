@@ -277,7 +277,7 @@ def reference_rows(run: dict, near: dict, images) -> list[dict]:
 
 def aggregate(rows: list[dict], layers: list[str]) -> list[dict]:
     """Per (run, method, metric): one row per layer and one for the whole run, over its neurons:
-    the median for diversity-type measures (skewed, as README's medians), the mean otherwise."""
+    the median for diversity-type measures (skewed, as the medians of docs/results.md), the mean otherwise."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
         if row["unit"] is not None and row["value"] is not None:

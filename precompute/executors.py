@@ -34,10 +34,10 @@ Fault tolerance
 Same results as a local build: the same code builds the same chunks with the same per-image seeds.
 Float sums in torch's CPU kernels depend on the number of threads, so the store is bit-identical to
 a local build run with as many torch threads as --cpus-per-task; with other thread counts, 200 steps
-of gradient ascent and the t-SNE can amplify last-digit differences (README, "Scaling out").
+of gradient ascent and the t-SNE can amplify last-digit differences (docs/scaling.md).
 
 Every node needs this package, the model weights, the images (--data) and the store folder (--out)
-at the same paths: run from one checkout on a shared filesystem (see README, "Scaling out").
+at the same paths: run from one checkout on a shared filesystem (see docs/scaling.md).
 """
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ class FacetFinder:
     def _fit_batch(self, code_sets: list[np.ndarray]) -> list[Facets]:
         # one thread: sums then do not depend on the core count, so a seed gives the same facets on
         # any machine with the same CPU kernels; other kernels (AVX2 against AVX-512, say) round
-        # differently, and t-SNE amplifies that (README, "Reproducibility"). Parallelism comes
+        # differently, and t-SNE amplifies that (docs/algorithm.md, "Reproducibility"). Parallelism comes
         # from running batches in several processes.
         with threadpool_limits(1), _torch_threads(1):
             pcas = [self._pca(_checked(codes)) for codes in code_sets]

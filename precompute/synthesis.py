@@ -77,7 +77,7 @@ def mfv_schedule(input_size: int, steps: int = 200) -> Schedule:
     """The released code's four stages (190/150/20/10 steps; x1.2 upscale after the first;
     centre-masked gradient in the last two), with sizes scaled from 227 px to `input_size`.
     Step sizes are for pixels in [0, 1] and small: large steps with strong TV wash every facet
-    of a small image into the same grey blob (see DESIGN.md)."""
+    of a small image into the same grey blob (docs/algorithm.md, "Departures")."""
     n = split_steps(steps, (190, 150, 20, 10))
     stages = (
         Stage(n[0], (0.004, 0.002), (0.002, 0.002)),
@@ -106,7 +106,7 @@ def center_bias_schedule(input_size: int, steps: int = 200) -> Schedule:
 # w = 1e2-1e3 x (k - 1) here; on the demo (k = 8, 200 steps) w >= 30 already pulls the fc8 logit
 # from 8.9 to 2.4 or below (top-1 52% or less). w = 5 keeps 86% of the fc8 logit (top-1 90%) and
 # 64% of conv3's activation while the images' fc7 codes spread 2.3x (fc8) and 2.6x (conv3) as far
-# apart as without the penalty (benchmarks/diversity_weight.py; README, "Departures").
+# apart as without the penalty (benchmarks/diversity_weight.py; docs/algorithm.md, "Departures").
 DIVERSITY_WEIGHT = 5.0
 
 

@@ -71,7 +71,7 @@ def test_fits_the_repository():
 
 def _readme_queries() -> list[str]:
     import re
-    text = (ROOT / "README.md").read_text()
+    text = "".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     blocks = re.findall(r"```sql\n(.*?)```", text, flags=re.S)
     statements = [s.strip() for block in blocks for s in block.split(";")]
     return [s for s in statements if s and not all(line.startswith("--") for line in s.splitlines())]

@@ -42,7 +42,7 @@ st.dataframe(table.drop(columns=["depth"]), hide_index=True, column_config={
 })
 
 # ---- Evidence: the paper's claims, measured (python -m precompute evaluate) ----------------------------
-from precompute import report  # noqa: E402  (torch-free: tables and charts shared with the README)
+from precompute import report  # noqa: E402  (torch-free: tables and charts shared with docs/results.md)
 
 st.header("Evidence")
 st.caption("Does this atlas reproduce the paper, and by how much does MFV beat the baselines? Numbers from "

@@ -15,7 +15,7 @@ MAX_ROWS = 5_000
 TIMEOUT_S = 10.0
 st.title("SQL")
 st.caption(f"One read-only SELECT over the tables `runs`, `layers`, `neurons`, `facets`, `exemplars`, `thumbnails`. "
-           f"Queries stop after {TIMEOUT_S:g} s and return at most {MAX_ROWS:,} rows. The schema is in the README.")
+           f"Queries stop after {TIMEOUT_S:g} s and return at most {MAX_ROWS:,} rows. The schema is in docs/store.md.")
 ui.require_store()
 
 example = st.selectbox("Examples", ["(write your own)", *EXAMPLES], index=0)
