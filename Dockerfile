@@ -9,11 +9,13 @@ COPY dashboard/requirements.txt requirements-dashboard.txt
 RUN pip install --no-cache-dir -r requirements-dashboard.txt
 COPY .streamlit/config.toml .streamlit/config.toml
 COPY dashboard/ dashboard/
-COPY precompute/ precompute/
+# the torch-free core of the engine package, nothing else of it (tests/test_hosting.py runs this copy)
+COPY precompute/__init__.py precompute/__init__.py
+COPY precompute/core/ precompute/core/
 ARG STORE=data/demo
 COPY ${STORE} /atlas
 # build atlas.duckdb from the Parquet parts now, so the server never writes into /atlas
-RUN python -c "from precompute.store import ensure_database; print(ensure_database('/atlas'))"
+RUN python -c "from precompute.core.store import ensure_database; print(ensure_database('/atlas'))"
 ENV ATLAS_STORE=/atlas ATLAS_MODE=public FACET_ATLAS_CACHE=/tmp/facet-atlas
 USER nobody
 EXPOSE 8501

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torchvision.models as tvm  # noqa: E402
 
-from precompute.models import _conv_or_linear, _trace, load_model  # noqa: E402
+from precompute.engine.models import _conv_or_linear, _trace, load_model  # noqa: E402
 
 
 def survey(arch: str) -> str:

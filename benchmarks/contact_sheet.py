@@ -2,7 +2,7 @@
 
     python benchmarks/contact_sheet.py            # writes docs/figures/contact_sheet.png
 
-One row per class neuron (the photo folders of precompute.photos); for each parameterization
+One row per class neuron (the photo folders of precompute.evidence.photos); for each parameterization
 (pixel, fourier, maco) MFV's first facet init, its final image, and center-bias's and noise's
 images, so a reader sees at a glance how far each loop moves from its init. The stores are the sweep's
 (benchmarks/sweep_synthesis.py, same --work and settings), built here when missing (resumable);
@@ -20,10 +20,10 @@ import duckdb  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from benchmarks.sweep_synthesis import setting  # noqa: E402
-from precompute.build import build_atlas  # noqa: E402
-from precompute.plan import default_scale_range  # noqa: E402
-from precompute.evaluate import evaluate_store  # noqa: E402
-from precompute.images import from_png  # noqa: E402
+from precompute.build.atlas import build_atlas  # noqa: E402
+from precompute.build.plan import default_scale_range  # noqa: E402
+from precompute.evidence.evaluate import evaluate_store  # noqa: E402
+from precompute.engine.images import from_png  # noqa: E402
 
 CELL, LABEL = 112, 18
 

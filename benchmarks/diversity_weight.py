@@ -6,7 +6,7 @@
 For each weight: k images per neuron rendered from noise together (the diversity method's
 schedule), then the mean final activation, the top-1 share (fc8), and the spread of each
 neuron's images (mean pairwise cosine distance of their fc7 codes). The chosen weight
-(precompute.synthesis.DIVERSITY_WEIGHT) is the largest that keeps most of the activation.
+(precompute.engine.synthesis.DIVERSITY_WEIGHT) is the largest that keeps most of the activation.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from precompute.runtime import image_key  # noqa: E402
-from precompute.measures import mean_pairwise_cosine_distance  # noqa: E402
-from precompute.models import load_model  # noqa: E402
-from precompute.synthesis import diversity_schedule, measure, noise_init, render  # noqa: E402
+from precompute.build.runtime import image_key  # noqa: E402
+from precompute.evidence.measures import mean_pairwise_cosine_distance  # noqa: E402
+from precompute.engine.models import load_model  # noqa: E402
+from precompute.engine.synthesis import diversity_schedule, measure, noise_init, render  # noqa: E402
 
 UNITS = {"fc8": range(10), "fc6": range(0, 40, 4), "conv3": range(0, 40, 4)}
 

@@ -19,9 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from precompute.runtime import default_batch_size, resolve_precision  # noqa: E402
-from precompute.models import load_model  # noqa: E402
-from precompute.synthesis import measure, mfv_schedule, noise_init, render  # noqa: E402
+from precompute.build.runtime import default_batch_size, resolve_precision  # noqa: E402
+from precompute.engine.models import load_model  # noqa: E402
+from precompute.engine.synthesis import measure, mfv_schedule, noise_init, render  # noqa: E402
 
 CASES = {"demo": ("fc8", 30), "efficientnet-lite0": ("fc8", 5)}   # model -> (layer, steps)
 

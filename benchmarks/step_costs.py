@@ -2,7 +2,7 @@
 
     python benchmarks/step_costs.py     # python -m precompute.bench includes this table
 
-For each model, the schedule the build uses (precompute.plan.schedule_for) with each image
+For each model, the schedule the build uses (precompute.build.plan.schedule_for) with each image
 parameterization under the full transforms (jitter, scale, rotate), and the paper's pixel loop with
 jitter alone; MFV's loop against the diversity method's (k images of a unit optimized together, with
 a style penalty). Each cell is the best of a few alternating repeats, in ms per image-step, with its
@@ -18,10 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from precompute.plan import BuildConfig, schedule_for  # noqa: E402
-from precompute.runtime import default_batch_size, resolve_precision  # noqa: E402
-from precompute.models import load_model  # noqa: E402
-from precompute.synthesis import noise_init, render  # noqa: E402
+from precompute.build.plan import BuildConfig, schedule_for  # noqa: E402
+from precompute.build.runtime import default_batch_size, resolve_precision  # noqa: E402
+from precompute.engine.models import load_model  # noqa: E402
+from precompute.engine.synthesis import noise_init, render  # noqa: E402
 
 CASES = {"demo": ("fc8", 20), "efficientnet-lite0": ("fc8", 6)}   # model -> (layer, steps)
 SETTINGS = (("pixel", ("jitter",)), ("pixel", ("jitter", "scale", "rotate")),

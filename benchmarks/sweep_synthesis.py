@@ -7,7 +7,7 @@ moved from its init. The defaults in precompute/plan.py (DEFAULT_SYNTHESIS) come
 
 Each setting is built into its own store under --work (resumable: rerun to continue) and evaluated
 there; a cell is `param/transforms/steps/learning rate`. EfficientNet-Lite0 runs on class neurons of
-the photo folders (precompute.photos: crops of photos that ship with scikit-image and scikit-learn,
+the photo folders (precompute.evidence.photos: crops of photos that ship with scikit-image and scikit-learn,
 with held-out crops for the trials), the demo on its fc8 and 10 fc6 units with Fashion-MNIST's test
 split as held-out images. Cost: on 2 CPU cores about 60 ms per image-step at 224 px.
 """
@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import duckdb  # noqa: E402
 
-from precompute.build import build_atlas  # noqa: E402
-from precompute.plan import ROBUST_SCALE, BuildConfig, default_scale_range  # noqa: E402
-from precompute.evaluate import evaluate_store  # noqa: E402
-from precompute.models import imagenet_classes  # noqa: E402
-from precompute.photos import PHOTOS, make_photo_folders  # noqa: E402
+from precompute.build.atlas import build_atlas  # noqa: E402
+from precompute.build.plan import ROBUST_SCALE, BuildConfig, default_scale_range  # noqa: E402
+from precompute.evidence.evaluate import evaluate_store  # noqa: E402
+from precompute.engine.models import imagenet_classes  # noqa: E402
+from precompute.evidence.photos import PHOTOS, make_photo_folders  # noqa: E402
 
 METRICS = ("explanation", "top1", "top1_model_b", "moved", "act_final")
 

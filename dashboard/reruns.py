@@ -85,7 +85,7 @@ def _progress(job: RerunJob, task: str, done: int, total: int) -> None:
 def _describe(exc: Exception) -> str:
     if isinstance(exc, ModuleNotFoundError) and exc.name == "torch":
         return "this deployment has no torch: reruns need the full requirements.txt"
-    from precompute.errors import AtlasError
+    from precompute.core.errors import AtlasError
     if isinstance(exc, AtlasError):
         return str(exc)
     return f"unexpected {type(exc).__name__}: {exc}"

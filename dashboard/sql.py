@@ -32,7 +32,7 @@ __all__ = [
     "DB_NAME", "MEMORY_LIMIT", "THREADS", "MAX_SQL_CHARS",
 ]
 
-DB_NAME = "atlas.duckdb"        # the file inside a store folder (precompute.store.DB_NAME)
+DB_NAME = "atlas.duckdb"        # the file inside a store folder (precompute.core.store.DB_NAME)
 MEMORY_LIMIT = "512MB"          # shared by all queries on one store, not per query
 THREADS = 2                     # DuckDB worker threads per store
 MAX_SQL_CHARS = 20_000          # longer text is refused before it reaches the parser
@@ -190,19 +190,19 @@ def check_sql(sql: str) -> str:
 # Connections
 
 
-def _db_path(store_dir) -> Path:
+def _db_path(database) -> Path:
     """A store folder's ``atlas.duckdb``, or a database file given directly (a copy in a cache)."""
-    path = Path(store_dir).expanduser().resolve()
+    path = Path(database).expanduser().resolve()
     return path if path.suffix == ".duckdb" else path / DB_NAME
 
 
-def open_readonly(store_dir) -> duckdb.DuckDBPyConnection:
-    """Open ``<store_dir>/atlas.duckdb`` (or a ``.duckdb`` file) read-only and locked down (see ``_CONFIG``).
+def open_readonly(database) -> duckdb.DuckDBPyConnection:
+    """Open ``<database>/atlas.duckdb`` (or a ``.duckdb`` file) read-only and locked down (see ``_CONFIG``).
 
     Writes nothing into the store folder: no WAL (read-only) and no spill files.
     Raises ``QueryRejected`` naming the path if there is no store there.
     """
-    path = _db_path(store_dir)
+    path = _db_path(database)
     if not path.is_file():
         raise QueryRejected(f"no atlas store at {path} ({DB_NAME} not found); build one first")
     try:
@@ -215,14 +215,14 @@ _cache_lock = threading.Lock()
 _connections: dict[Path, duckdb.DuckDBPyConnection] = {}
 
 
-def _cursor_for(store_dir) -> duckdb.DuckDBPyConnection:
+def _cursor_for(database) -> duckdb.DuckDBPyConnection:
     """A fresh cursor on the cached connection for this store (opened on first use).
 
     Cursors are separate DuckDB connections to one database instance, so queries on different
     cursors run side by side; creating one is done under the lock because a Python connection
     object refuses concurrent calls.
     """
-    path = _db_path(store_dir)
+    path = _db_path(database)
     with _cache_lock:
         con = _connections.get(path)
         if con is None:
@@ -287,7 +287,7 @@ class _Watchdog:
                 return
 
 
-def run_readonly(store_dir, sql: str, timeout_s: float = 5.0, max_rows: int = 10_000,
+def run_readonly(database, sql: str, timeout_s: float = 5.0, max_rows: int = 10_000,
                  params=None) -> pd.DataFrame:
     """Check and run one untrusted query on the store; return at most ``max_rows`` rows.
 
@@ -301,7 +301,7 @@ def run_readonly(store_dir, sql: str, timeout_s: float = 5.0, max_rows: int = 10
     if max_rows < 0:
         raise ValueError("max_rows must be >= 0")
     text = check_sql(sql)
-    cursor = _cursor_for(store_dir)
+    cursor = _cursor_for(database)
     try:
         names, rows = _execute(cursor, text, params, timeout_s, max_rows + 1)
     finally:

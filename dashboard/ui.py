@@ -18,32 +18,27 @@ PAGE_FILES = {name: VIEWS / f"{name}.py" for name in ("atlas", "neuron", "sql_co
 
 @st.cache_resource(show_spinner="Opening the atlas…")
 def _database(folder: str, parts_mtime: float) -> str:
-    from precompute.store import ensure_database   # no torch: precompute imports lazily
+    from precompute.core.store import ensure_database   # no torch: precompute imports lazily
     return str(ensure_database(folder))
 
 
 def open_store() -> None:
     """Find this script run's database once (the router calls it before every page): looking
     for newer Parquet parts stats every part file, too much to repeat for each query."""
-    from precompute.store import Store
+    from precompute.core.store import Store
     folder = store_dir()
     database = _database(str(folder), Store(folder).newest_part_mtime())
-    st.session_state["atlas_database"] = database
-    st.session_state["atlas_version"] = data.version(Path(database))
+    st.session_state["atlas_database"] = data.Database.at(database)
 
 
-def store() -> str:
-    """The atlas.duckdb to query: the store's own, or one consolidated from its Parquet parts."""
+def db() -> data.Database:
+    """The atlas.duckdb to query (the store's own, or one consolidated from its Parquet parts)."""
     return st.session_state["atlas_database"]
-
-
-def version() -> float:
-    return st.session_state["atlas_version"]
 
 
 def require_store() -> None:
     """Stop the page with a clear message when the store folder holds no atlas."""
-    if version() == 0.0:
+    if db().version == 0.0:
         st.error(f"No atlas store at `{store_dir()}` (no atlas.duckdb or Parquet parts). Build one with "
                  "`python -m precompute demo`, or point the dashboard at a store with "
                  "`streamlit run dashboard/app.py -- --store DIR` or `ATLAS_STORE=DIR`.")
@@ -72,7 +67,7 @@ def set_params(**values) -> None:
 
 
 def mfv_runs() -> pd.DataFrame:
-    runs = data.runs(store(), version())
+    runs = data.runs(db())
     return runs[runs["method"] == "mfv"].reset_index(drop=True)
 
 
@@ -131,7 +126,7 @@ def sidebar() -> None:
             st.caption(":material/edit: Local mode: reruns add runs to this store")
         st.caption(f"Store: `{store_dir()}`")
         try:
-            runs = data.runs(store(), version()) if version() else pd.DataFrame()
+            runs = data.runs(db()) if db().version else pd.DataFrame()
         except QueryRejected as exc:
             st.error(f"Cannot read the store: {exc}")
             return

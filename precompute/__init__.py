@@ -4,7 +4,7 @@ Public API (the dashboard's reruns use it):
     BuildConfig, build_atlas  - build or resume an atlas store
     rerun_neuron              - one neuron with other settings, saved as a new run
     list_layers               - a model's addressable layers
-Imported lazily, so `precompute.store` can be used without importing torch.
+Imported lazily, so `precompute.core.store` can be used without importing torch.
 """
 __version__ = "0.1.0"
 __all__ = ["BuildConfig", "build_atlas", "list_layers", "rerun_neuron", "__version__"]

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import REPO_ROOT, load_model
-from .synthesis import mfv_schedule, noise_init, render
+from .engine.models import REPO_ROOT, load_model
+from .engine.synthesis import mfv_schedule, noise_init, render
 
 CASES = {  # model -> (layer, facets, steps); small enough for 2 CPU cores
     "demo": ("fc8", 128, 50),
@@ -129,8 +129,8 @@ def sklearn_stage(codes: np.ndarray) -> np.ndarray:
 
 def _exemplar_sets(hidden: int, classes: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """fc7 codes of the demo's exemplar sets: top-300 sets of fc7 units, and whole classes (fc8)."""
-    from .activations import scan
-    from .data import load_fashion_mnist
+    from .engine.activations import scan
+    from .demo.data import load_fashion_mnist
     spec = load_model("demo")
     images = load_fashion_mnist(train=True)
     result = scan(spec, images, ["fc7"], 300, torch.device("cpu"), batch_size=1000)
@@ -144,7 +144,7 @@ def facet_discovery_rows(hidden: int = 32, classes: int = 1) -> list[dict]:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from .facets import FacetFinder
+    from .engine.facets import FacetFinder
     top, whole = _exemplar_sets(hidden, classes)
     finder = FacetFinder()
     workers = os.cpu_count() or 1
@@ -175,7 +175,7 @@ def build_row(device: torch.device) -> dict:
     """Time the full demo build into a scratch folder, as `python -m precompute demo` runs it."""
     import tempfile
 
-    from .build import BuildConfig, build_atlas
+    from .build.atlas import BuildConfig, build_atlas
     with tempfile.TemporaryDirectory() as scratch:
         config = BuildConfig(out=scratch, methods=("mfv", "center-bias", "noise"), device=str(device))
         summary = build_atlas(config)

@@ -9,15 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import AtlasError
+from .core.errors import AtlasError
 
 DEMO_OUT = Path(__file__).resolve().parent.parent / "data" / "demo"
 EPILOG = """examples:
   python -m precompute demo                       # train the demo CNN if needed, build data/demo/
   python -m precompute layers --model demo        # addressable layers, kind and unit counts
-  python -m precompute build --model demo --layers fc8,fc7,conv3 --out data/my-atlas
-  python -m precompute build --model demo --layers fc8 --units 0,3 --method mfv,noise --out /tmp/a
-  python -m precompute build --model demo --out /shared/atlas --executor ray --ray-address auto   # on a Ray cluster
+  python -m precompute build --model demo --layers fc8,fc7,conv3 --store data/my-atlas
+  python -m precompute build --model demo --layers fc8 --units 0,3 --method mfv,noise --store /tmp/a
+  python -m precompute build --model demo --store /shared/atlas --executor ray --ray-address auto   # on a Ray cluster
   python -m precompute evaluate --store data/demo  # measure the paper's claims into the evaluations table
 
 query the result with any DuckDB client:
@@ -45,7 +45,7 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 
 def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
-    from .plan import BuildConfig
+    from .build.plan import BuildConfig
     d = BuildConfig(out="")
     g = parser.add_argument_group("what to build")
     if not demo:
@@ -53,7 +53,8 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
                        "torchvision:resnet18) or package.module:function (default: demo)")
         g.add_argument("--weights", help="weights file (state_dict or checkpoint); default: the demo's or "
                                          "efficientnet-lite0's shipped weights, random weights for others")
-        g.add_argument("--out", required=True, help="store folder to create or resume")
+        g.add_argument("--store", "--out", dest="out", required=True, metavar="DIR",
+                       help="store folder to create or resume (--out: the same)")
         g.add_argument("--layers", type=_name_list, help="comma-separated layer names or aliases fc8/fc7 "
                                                          "(default: every layer of the demo, fc8 of other models)")
         g.add_argument("--units", type=_int_list, help="comma-separated unit indices (default: all)")
@@ -130,7 +131,8 @@ def make_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train the demo CNN if needed and build the full demo atlas",
                           description="Train the demo Fashion-MNIST CNN (if data/models has no weights) and "
                                       f"build the atlas of every neuron of every layer into {DEMO_OUT}.")
-    demo.add_argument("--out", default=str(DEMO_OUT), help=f"store folder (default {DEMO_OUT})")
+    demo.add_argument("--store", "--out", dest="out", default=str(DEMO_OUT), metavar="DIR",
+                      help=f"store folder (default {DEMO_OUT})")
     demo.add_argument("--retrain", action="store_true", help="train the demo model even if weights exist")
     _add_build_options(demo, demo=True)
     build = sub.add_parser("build", help="build or resume an atlas store",
@@ -168,7 +170,7 @@ examples:
 
 
 def _add_evaluate_parser(sub) -> None:
-    from .evaluate_effnet import EFFNET_CLASSES, EFFNET_STEPS
+    from .evidence.effnet import EFFNET_CLASSES, EFFNET_STEPS
     evaluate = sub.add_parser(
         "evaluate", help="measure how far a store reproduces the paper's claims (evaluations table)",
         description="Measure every run of a store (mfv, center-bias, noise, diversity) against the paper's claims "
@@ -198,7 +200,7 @@ def _add_evaluate_parser(sub) -> None:
 
 
 def _config(args, out: str, methods_default):
-    from .plan import BuildConfig
+    from .build.plan import BuildConfig
     return BuildConfig(
         out=out, model=getattr(args, "model", "demo"), weights=getattr(args, "weights", None), data=args.data,
         layers=getattr(args, "layers", None), units=getattr(args, "units", None),
@@ -229,25 +231,25 @@ def _open_hint(out: str) -> str:
 
 
 def cmd_demo(args, progress) -> str:
-    from .demo_train import ensure_demo_weights
+    from .demo.train import ensure_demo_weights
     ensure_demo_weights(retrain=args.retrain, data=args.data, progress=progress)
-    from .build import build_atlas
-    from .plan import METHODS
-    _report(build_atlas(_config(args, args.out, METHODS), progress))
+    from .build.atlas import build_atlas
+    from .core.methods import METHODS
+    _report(build_atlas(_config(args, args.out, tuple(METHODS)), progress))
     return _open_hint(args.out)
 
 
 def cmd_build(args, progress) -> str:
-    from .build import build_atlas
+    from .build.atlas import build_atlas
     if args.model == "demo" and not args.weights:
-        from .demo_train import ensure_demo_weights
+        from .demo.train import ensure_demo_weights
         ensure_demo_weights(data=args.data, progress=progress)
     _report(build_atlas(_config(args, args.out, ("mfv",)), progress))
     return _open_hint(args.out)
 
 
 def cmd_layers(args, progress) -> None:
-    from .build import list_layers
+    from .build.atlas import list_layers
     rows = list_layers(args.model, args.weights)
     width = max(12, *(len(row["layer"]) for row in rows))
     print(f"{'layer':{width}s} {'alias':5s} {'kind':6s} {'role':9s} {'units':>6s}  {'shape':10s} read as")
@@ -259,9 +261,9 @@ def cmd_layers(args, progress) -> None:
 
 
 def cmd_evaluate(args, progress) -> None:
-    from .evaluate import evaluate_store
+    from .evidence.evaluate import evaluate_store
     if args.effnet:
-        from .evaluate_effnet import evaluate_effnet
+        from .evidence.effnet import evaluate_effnet
         evaluate_effnet(args.store, args.effnet, args.effnet_store, progress)
     summary = evaluate_store(args.store, progress, args.device, args.heldout, args.backbone)
     print(f"store: {summary.store}  ({summary.rows} evaluation rows in {summary.seconds:.1f} s)")
@@ -272,7 +274,7 @@ def cmd_evaluate(args, progress) -> None:
     for verdict in summary.verdicts:
         print(f"  {verdict.claim}: {verdict.word} - {verdict.evidence}")
     if args.figures or args.results:
-        from .report import write_report
+        from .core.report import write_report
         for path in write_report(summary.store, args.figures, args.results):
             print(f"  wrote {path}")
 

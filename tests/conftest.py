@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from precompute.models import DEMO_WEIGHTS  # noqa: E402
+from precompute.engine.models import DEMO_WEIGHTS  # noqa: E402
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "numerics: checks numbers torch computes; the README's test command runs "
@@ -39,20 +39,20 @@ def demo_weights() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_spec(demo_weights):
-    from precompute.models import load_model
+    from precompute.engine.models import load_model
     return load_model("demo")
 
 
 @pytest.fixture(scope="session")
 def fashion_train():
-    from precompute.data import load_fashion_mnist
+    from precompute.demo.data import load_fashion_mnist
     return load_fashion_mnist(train=True)
 
 
 @pytest.fixture(scope="session")
 def small_store(tmp_path_factory, demo_weights):
     """A real build of 9 neurons x 4 methods on the first 2,000 training images."""
-    from precompute.build import BuildConfig, build_atlas
+    from precompute.build.atlas import BuildConfig, build_atlas
     out = tmp_path_factory.mktemp("store") / "atlas"
     summary = build_atlas(BuildConfig(out=str(out), device="cpu", **SMALL_BUILD))
     return out, summary
@@ -62,7 +62,7 @@ def small_store(tmp_path_factory, demo_weights):
 def evaluated_store(tmp_path_factory, small_store):
     """A copy of the small store with its evaluations (python -m precompute evaluate)."""
     import shutil
-    from precompute.evaluate import evaluate_store
+    from precompute.evidence.evaluate import evaluate_store
     out = tmp_path_factory.mktemp("evaluated") / "atlas"
     shutil.copytree(small_store[0] / "parts", out / "parts")
     return out, evaluate_store(out, device="cpu")

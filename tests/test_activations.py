@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from precompute import activations
-from precompute.activations import merge_scans, scan
+from precompute.engine import activations
+from precompute.engine.activations import merge_scans, scan
 
 pytestmark = pytest.mark.numerics   # run again under other CPU kernels (conftest)
 
@@ -34,7 +34,7 @@ def test_merged_shards_equal_one_full_scan(demo_spec, images, bounds):
 
 
 def test_ties_go_to_the_lower_image_index_however_the_images_are_split(demo_spec, images):
-    from precompute.data import ImageSet
+    from precompute.demo.data import ImageSet
     twice = ImageSet(torch.cat([images.images[:350]] * 2), torch.cat([images.labels[:350]] * 2), images.classes)
     full = _scan(demo_spec, twice, top_n=40)   # every activation is tied with the same image's copy
     merged = merge_scans([_scan(demo_spec, twice.subset(a, b), 40) for a, b in ((0, 200), (200, 500), (500, 700))], 40)

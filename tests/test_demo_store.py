@@ -3,7 +3,7 @@ import duckdb
 import pytest
 
 from conftest import ROOT
-from precompute.store import DB_NAME, SCHEMA_VERSION, SCHEMAS, Store
+from precompute.core.store import DB_NAME, SCHEMA_VERSION, SCHEMAS, Store
 
 STORE = ROOT / "data" / "demo"
 LAYER_UNITS = {"conv1": 32, "conv2": 64, "conv3": 128, "fc6": 256, "fc7": 256, "fc8": 10}

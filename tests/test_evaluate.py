@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import ROOT, query
-from precompute.claims import Evidence, claim1, claim2, claim3, claim4, spearman
+from precompute.core.claims import Evidence, claim1, claim2, claim3, claim4, spearman
 
 METHODS = ("mfv", "center-bias", "noise", "diversity")
 
@@ -23,7 +23,7 @@ def rows_of(store, sql="SELECT * FROM evaluations"):
 
 # ---- the diversity method --------------------------------------------------------------------------
 def test_the_penalty_compares_only_the_images_of_a_group():
-    from precompute.synthesis import diversity_penalty
+    from precompute.engine.synthesis import diversity_penalty
     g = torch.Generator().manual_seed(0)
     same = torch.rand(1, 4, 5, 5, generator=g).expand(2, -1, -1, -1)    # two identical images
     other = torch.rand(2, 4, 5, 5, generator=g)
@@ -36,7 +36,7 @@ def test_the_penalty_compares_only_the_images_of_a_group():
 
 
 def test_a_units_images_share_a_batch():
-    from precompute.chunks import _batches
+    from precompute.build.chunks import _batches
     jobs = [(unit, f) for unit in range(5) for f in range(3)]
     batches = list(_batches(jobs, 7, whole_units=True))
     assert [len(b) for b in batches] == [6, 6, 3]
@@ -48,9 +48,9 @@ def test_a_units_images_share_a_batch():
 def test_the_diversity_penalty_spreads_a_neurons_images(demo_spec):
     """The same render with and without the penalty: with it, each neuron's k images lie farther
     apart in fc7 space, and they still raise their unit."""
-    from precompute.runtime import image_key
-    from precompute.measures import mean_pairwise_cosine_distance
-    from precompute.synthesis import diversity_schedule, measure, noise_init, render
+    from precompute.build.runtime import image_key
+    from precompute.evidence.measures import mean_pairwise_cosine_distance
+    from precompute.engine.synthesis import diversity_schedule, measure, noise_init, render
     k, layer, units = 4, "fc8", [0, 5, 8]
     targets = torch.tensor([u for u in units for _ in range(k)])
     keys = torch.tensor([image_key(0, "diversity", layer, u, f) for u in units for f in range(k)])
@@ -113,7 +113,7 @@ def test_layer_aggregates_are_over_the_layers_neurons(evaluated_store):
 
 
 def test_evaluate_again_replaces_its_rows(evaluated_store):
-    from precompute.evaluate import evaluate_store
+    from precompute.evidence.evaluate import evaluate_store
     store, _ = evaluated_store
     before = rows_of(store).sort_values(["method", "metric", "layer", "unit"], na_position="first").reset_index(drop=True)
     evaluate_store(store, device="cpu")
@@ -137,7 +137,7 @@ def test_a_bad_effnet_count_is_one_line(small_store):
 
 
 def test_report_rewrites_only_the_marked_block(evaluated_store, tmp_path):
-    from precompute.report import END, START, write_report
+    from precompute.core.report import END, START, write_report
     store, _ = evaluated_store
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\nbefore\n{START}\nold numbers\n{END}\nafter\n")
@@ -148,7 +148,7 @@ def test_report_rewrites_only_the_marked_block(evaluated_store, tmp_path):
     assert all(f"*{n}" not in text for n in ("claim",)) and text.count("**supported**") + text.count(
         "**partly supported**") + text.count("**not supported**") + text.count("**not measured**") == 4
     readme.write_text("no markers")
-    from precompute.errors import AtlasError
+    from precompute.core.errors import AtlasError
     with pytest.raises(AtlasError, match="results:start"):
         write_report(store, None, str(readme))
 
@@ -209,7 +209,7 @@ def test_spearman():
 
 # ---- measures --------------------------------------------------------------------------------------
 def test_centre_share_and_fragments_tell_one_centred_object_from_fragments():
-    from precompute.measures import centre_share, fragment_count
+    from precompute.evidence.measures import centre_share, fragment_count
     one = np.zeros((1, 28, 28))
     one[0, 10:18, 10:18] = 1.0
     scattered = np.zeros((1, 28, 28))
@@ -221,7 +221,7 @@ def test_centre_share_and_fragments_tell_one_centred_object_from_fragments():
 
 
 def test_image_diversity_is_relative_to_the_exemplars():
-    from precompute.measures import chi2_distance, histograms, image_diversity
+    from precompute.evidence.measures import chi2_distance, histograms, image_diversity
     rng = np.random.default_rng(0)
     exemplars = rng.random((50, 16))
     assert image_diversity(exemplars[:10], exemplars) == pytest.approx(1.0, abs=0.2)
@@ -261,8 +261,8 @@ def test_exemplars_explain_class_neurons_and_explain_neurons_better_than_noise(e
 
 
 def test_held_out_images_must_not_be_the_training_folder(tmp_path, demo_spec):
-    from precompute.errors import AtlasError
-    from precompute.scoring import heldout_set
+    from precompute.core.errors import AtlasError
+    from precompute.evidence.scoring import heldout_set
     with pytest.raises(AtlasError, match="held-out images must be other images"):
         heldout_set(demo_spec, "torchvision:resnet18", str(tmp_path), str(tmp_path))
     found, reason = heldout_set(demo_spec, "torchvision:resnet18", None, str(tmp_path))

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from precompute.explain import Trials, choice_accuracy, make_trials, similarity_to
+from precompute.evidence.explain import Trials, choice_accuracy, make_trials, similarity_to
 
 
 def test_trials_pair_the_most_with_the_least_activating_images():

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from precompute.errors import AtlasError
-from precompute.facets import FacetFinder, diversity_null, effective_k, facet_diversity
+from precompute.core.errors import AtlasError
+from precompute.engine.facets import FacetFinder, diversity_null, effective_k, facet_diversity
 
 pytestmark = pytest.mark.numerics   # run again under other CPU kernels (conftest)
 
@@ -100,7 +100,7 @@ def test_fit_many_in_worker_processes_equals_one_by_one():
 
 
 def test_batched_tsne_gives_a_neuron_the_same_embedding_alone_or_in_a_batch():
-    from precompute import tsne
+    from precompute.engine import tsne
     sets = [blobs(n_per=40, k=3, seed=s)[0] for s in range(3)]
     alone = tsne.embed_many(sets[:1])[0]
     batched = tsne.embed_many(sets)[0]
@@ -110,7 +110,7 @@ def test_batched_tsne_gives_a_neuron_the_same_embedding_alone_or_in_a_batch():
 def test_batched_tsne_gradient_is_the_gradient_of_kl_divergence():
     import torch
 
-    from precompute import tsne
+    from precompute.engine import tsne
     points = torch.from_numpy(np.stack([blobs(n_per=20, k=3, seed=s)[0] for s in range(2)])).double()
     p = tsne.joint_probabilities(points, 10.0).double()
     y = torch.randn(2, 60, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
@@ -125,7 +125,7 @@ def test_batched_tsne_gradient_is_the_gradient_of_kl_divergence():
 def test_batched_tsne_stays_finite_when_a_tiny_set_drifts_far():
     # 8 near-identical codes (a random-weight model's) spread to |y| ~ 1e3, where
     # 1 + |y_i - y_j|^2 computed from norms cancels to 0; that must not turn into NaN
-    from precompute import tsne
+    from precompute.engine import tsne
     rng = np.random.default_rng(0)
     for _ in range(20):
         sets = [(rng.normal(size=(8, 8)) * 1e-8).astype(np.float32) for _ in range(2)]
@@ -136,7 +136,7 @@ def test_batched_tsne_embeds_as_faithfully_as_scikit_learn():
     from sklearn.manifold import TSNE, trustworthiness
     from sklearn.metrics import adjusted_rand_score
 
-    from precompute import tsne
+    from precompute.engine import tsne
     codes, truth = blobs(n_per=60, k=4, seed=5)
     ours = tsne.embed_many([codes])[0]
     theirs = TSNE(2, init="pca", random_state=0).fit_transform(codes)
@@ -146,7 +146,7 @@ def test_batched_tsne_embeds_as_faithfully_as_scikit_learn():
 
 
 def test_no_facet_is_smaller_than_the_minimum():
-    from precompute.facets import dissolve_small
+    from precompute.engine.facets import dissolve_small
     codes, _ = blobs(n_per=40, k=3)
     codes = np.concatenate([codes, codes[:2] + 50])   # two far outliers: k-means gives them a cluster
     loose = FacetFinder(k=4, m=5, seed=0, min_size=1).fit(codes)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import ROOT, query
-from precompute.build import BuildConfig, build_atlas, list_layers
-from precompute.errors import AtlasError
-from precompute.models import imagenet_classes, load_model
+from precompute.build.atlas import BuildConfig, build_atlas, list_layers
+from precompute.core.errors import AtlasError
+from precompute.engine.models import imagenet_classes, load_model
 
 CAT, ESPRESSO = imagenet_classes().index("Egyptian cat"), imagenet_classes().index("espresso")
 

@@ -4,8 +4,8 @@ import dataclasses
 import pytest
 import torch
 
-from precompute.params import FourierImage, MacoImage, frequency_scale, random_affine
-from precompute.synthesis import measure, mfv_schedule, noise_init, render
+from precompute.engine.params import FourierImage, MacoImage, frequency_scale, random_affine
+from precompute.engine.synthesis import measure, mfv_schedule, noise_init, render
 
 pytestmark = pytest.mark.numerics
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from precompute.photos import PHOTOS, load_photo, make_photo_folders
+from precompute.evidence.photos import PHOTOS, load_photo, make_photo_folders
 
 
 @pytest.mark.parametrize("name", list(PHOTOS))

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import ROOT, query, start_and_kill_after_two_chunks
-from precompute.build import BuildConfig, build_atlas
+from precompute.build.atlas import BuildConfig, build_atlas
 from precompute.cli import main
-from precompute.executors import CRASH_DIR_ENV
+from precompute.build.executors import CRASH_DIR_ENV
 
 requires_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                   reason="Ray is not installed (pip install -r requirements-ray.txt)")
@@ -72,7 +72,7 @@ def test_ray_build_equals_the_local_build(ray_cluster, tmp_path):
 
 @requires_ray
 def test_a_worker_killed_mid_chunk_is_retried(ray_cluster, tmp_path, monkeypatch):
-    from precompute import executors
+    from precompute.build import executors
     crash = ray_cluster / "fc6__00002.crash"   # the chunk of units 2,3 dies once, before its neurons part
     crash.touch()
     monkeypatch.setattr(executors, "CONSOLIDATE_EVERY_S", 0.0)   # consolidate after every chunk
@@ -114,8 +114,8 @@ def test_a_killed_driver_resumes_with_every_neuron_once(ray_cluster, tmp_path):
 @requires_ray
 def test_a_user_error_on_a_worker_is_one_line(ray_cluster, tmp_path):
     import ray
-    from precompute.errors import AtlasError
-    from precompute.executors import ChunkWorker, RayExecutor
+    from precompute.core.errors import AtlasError
+    from precompute.build.executors import ChunkWorker, RayExecutor
     driver = RayExecutor(BuildConfig(out=str(tmp_path), layers=("fc8",), executor="ray"))
     # as if the weights were at the driver's path but missing on the worker's node
     missing = BuildConfig(out=str(tmp_path), layers=("fc8",), weights=str(tmp_path / "gone.pt"))

@@ -3,7 +3,7 @@ import os
 
 import duckdb
 
-from precompute.store import SCHEMAS, Store, ensure_database
+from precompute.core.store import SCHEMAS, Store, ensure_database
 
 
 def _write_some(store: Store) -> None:
@@ -70,7 +70,7 @@ def test_a_read_only_store_is_never_written_to(tmp_path, monkeypatch):
     _write_some(Store(folder))
     before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
     monkeypatch.setenv("FACET_ATLAS_CACHE", str(cache))
-    monkeypatch.setattr("precompute.store.os.access", lambda path, mode: False)   # as on a read-only mount
+    monkeypatch.setattr("precompute.core.store.os.access", lambda path, mode: False)   # as on a read-only mount
     path = ensure_database(folder)
     assert path.is_relative_to(cache) and path.exists()
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before

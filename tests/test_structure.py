@@ -50,8 +50,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_engine_has_no_import_cycle():
     graph = local_imports(ROOT / "precompute")
-    assert "precompute.executors" in graph["precompute.build"]          # the builder hands work to executors,
-    assert "precompute.build" not in graph["precompute.executors"]      # which do not reach back
+    assert "precompute.build.executors" in graph["precompute.build.atlas"]          # the builder hands work to executors,
+    assert "precompute.build.atlas" not in graph["precompute.build.executors"]      # which do not reach back
     assert cycles(graph) == []
 
 
@@ -90,3 +90,14 @@ def test_pip_install_gives_the_facet_atlas_command(tmp_path):
     assert [line.split()[0] for line in layers.stdout.splitlines()[1:4]] == ["conv1", "conv2", "conv3"]
     wrong = subprocess.run([command, "layers", "--model", "nosuch"], cwd=tmp_path, capture_output=True, text=True)
     assert wrong.returncode == 2 and wrong.stderr.startswith("error: unknown model 'nosuch'")
+
+
+def test_the_dashboard_reads_only_the_engines_torch_free_core():
+    """What the hosted image copies (precompute/__init__.py and precompute/core/) is all it imports;
+    a rerun reaches the engine through the package's lazy facade, in local mode only."""
+    found = set()
+    for path in (ROOT / "dashboard").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("precompute"):
+                found |= {node.module if node.module != "precompute" else f"precompute:{a.name}" for a in node.names}
+    assert found and all(name.startswith("precompute.core") for name in found - {"precompute:rerun_neuron"}), found

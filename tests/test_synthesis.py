@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from precompute.synthesis import (center_bias_schedule, crop, hash_keys, measure, mfv_schedule, noise_init,
+from precompute.engine.synthesis import (center_bias_schedule, crop, hash_keys, measure, mfv_schedule, noise_init,
                                   render, split_steps, total_variation, tv_denoise)
 
 pytestmark = pytest.mark.numerics   # run again under other CPU kernels (conftest)

@@ -5,12 +5,12 @@ import torch
 from torch import nn
 
 from conftest import query
-from precompute.activations import scan
-from precompute.build import BuildConfig, build_atlas, list_layers
-from precompute.errors import AtlasError
-from precompute.imagefolder import FolderSet
-from precompute.models import load_model
-from precompute.synthesis import Schedule, Stage, measure, render
+from precompute.engine.activations import scan
+from precompute.build.atlas import BuildConfig, build_atlas, list_layers
+from precompute.core.errors import AtlasError
+from precompute.engine.imagefolder import FolderSet
+from precompute.engine.models import load_model
+from precompute.engine.synthesis import Schedule, Stage, measure, render
 from test_dashboard import page, texts
 
 VIT_BLOCK, SWIN_STAGE = "encoder.layers.encoder_layer_1.add_1", "features.3.1.add_1"   # 768 tokens, 192 channels-last

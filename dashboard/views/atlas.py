@@ -15,7 +15,7 @@ st.caption("Each card is one neuron: its facets (one synthesized image per clust
            "drive it), largest facet first. Open a card for the full picture.")
 ui.require_store()
 run = ui.choose_run(st.sidebar)
-layers = data.layers(ui.store(), ui.version(), run["run_id"])
+layers = data.layers(ui.db(), run["run_id"])
 names = layers["layer"].tolist()
 if not names:
     st.info("This run has no layers yet.")
@@ -37,12 +37,12 @@ include_unscored = st.checkbox("Include neurons without a diversity score (dead 
                                value=ui.param("all", "1") == "1")
 
 page = max(1, ui.param("page", 1, int))
-cards, total = data.neuron_page(ui.store(), ui.version(), run["run_id"], layer, search.strip(), tuple(div_range),
+cards, total = data.neuron_page(ui.db(), run["run_id"], layer, search.strip(), tuple(div_range),
                                 include_unscored, sort, PAGE_SIZE, (page - 1) * PAGE_SIZE)
 pages = max(1, math.ceil(total / PAGE_SIZE))
 if page > pages:
     page = pages
-    cards, total = data.neuron_page(ui.store(), ui.version(), run["run_id"], layer, search.strip(), tuple(div_range),
+    cards, total = data.neuron_page(ui.db(), run["run_id"], layer, search.strip(), tuple(div_range),
                                     include_unscored, sort, PAGE_SIZE, (page - 1) * PAGE_SIZE)
 
 nav = st.columns([3, 1])
@@ -56,7 +56,7 @@ if cards.empty:
     st.info("No neurons match. Widen the diversity range or clear the search.")
     st.stop()
 
-images = data.facet_images(ui.store(), ui.version(), run["run_id"], layer, tuple(int(u) for u in cards["unit"]))
+images = data.facet_images(ui.db(), run["run_id"], layer, tuple(int(u) for u in cards["unit"]))
 by_unit = {unit: group for unit, group in images.groupby("unit")}
 for start in range(0, len(cards), COLUMNS):
     for col, card in zip(st.columns(COLUMNS), cards.iloc[start:start + COLUMNS].itertuples()):

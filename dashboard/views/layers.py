@@ -12,12 +12,12 @@ st.caption("The paper reports that neurons in higher layers are more multifacete
 ui.require_store()
 run = ui.choose_run(st.sidebar)
 ui.set_params(run=run["run_id"])
-summary = data.layer_summary(ui.store(), ui.version(), run["run_id"])
+summary = data.layer_summary(ui.db(), run["run_id"])
 if summary.empty:
     st.info("This run has no layers yet.")
     st.stop()
 
-values = data.diversity_values(ui.store(), ui.version(), run["run_id"])
+values = data.diversity_values(ui.db(), run["run_id"])
 order = summary["layer"].tolist()
 if not values.empty:
     box = (alt.Chart(values).mark_boxplot(extent="min-max", size=28)
@@ -42,13 +42,13 @@ st.dataframe(table.drop(columns=["depth"]), hide_index=True, column_config={
 })
 
 # ---- Evidence: the paper's claims, measured (python -m precompute evaluate) ----------------------------
-from precompute import report  # noqa: E402  (torch-free: tables and charts shared with docs/results.md)
+from precompute.core import report  # noqa: E402  (torch-free: tables and charts shared with docs/results.md)
 
 st.header("Evidence")
 st.caption("Does this atlas reproduce the paper, and by how much does MFV beat the baselines? Numbers from "
            "`python -m precompute evaluate`: each method's images measured against the neuron's real exemplars, "
            "a second model and simple image statistics; each claim's verdict is computed from them.")
-evaluations = data.evaluations(ui.store(), ui.version())
+evaluations = data.evaluations(ui.db())
 mine = evaluations[evaluations["model"] == run["model"]] if not evaluations.empty else evaluations
 if mine.empty:
     st.info("This store has no evaluations yet. Measure them with "
@@ -56,7 +56,7 @@ if mine.empty:
             "then reload this page.")
     st.stop()
 
-all_layers = data.model_layers(ui.store(), ui.version())
+all_layers = data.model_layers(ui.db())
 own = all_layers[all_layers["model"] == run["model"]]
 fc_layers = own.loc[own["kind"] == "fc", "layer"].tolist()
 

@@ -9,7 +9,7 @@ from dashboard.images import data_uri, tile
 
 ui.require_store()
 run = ui.choose_run(st.sidebar)
-layers = data.layers(ui.store(), ui.version(), run["run_id"])
+layers = data.layers(ui.db(), run["run_id"])
 names = layers["layer"].tolist()
 layer = ui.param("layer", names[-1] if names else None)
 if layer not in names:
@@ -28,7 +28,7 @@ asked = (layer, unit)
 layer = cols[0].selectbox("Layer", names, index=names.index(layer))
 n_units = int(layers.set_index("layer").loc[layer, "n_units"])
 unit = int(cols[1].number_input("Unit", 0, n_units - 1, min(unit, n_units - 1)))
-row = data.neuron(ui.store(), ui.version(), run["run_id"], layer, unit)
+row = data.neuron(ui.db(), run["run_id"], layer, unit)
 selected = ui.param("facet", None, int) if (layer, unit) == asked else None   # a highlight belongs to its neuron
 ui.set_params(run=run["run_id"], layer=layer, unit=unit, facet=selected)
 if row is None:
@@ -37,7 +37,7 @@ if row is None:
     st.stop()
 
 st.title(f"{row['label']}  ·  {layer}/{unit}")
-scores = data.scores(ui.store(), ui.version(), run["run_id"], layer, unit)
+scores = data.scores(ui.db(), run["run_id"], layer, unit)
 own = scores[(scores["method"] != "exemplars") & scores["facet"].isna()]
 natural = scores[(scores["method"] == "exemplars") & scores["facet"].isna()]
 facet_scores = dict(zip(scores[scores["method"] != "exemplars"]["facet"].dropna().astype(int),
@@ -66,8 +66,8 @@ if row["status"] != "ok":
     st.warning(f"This neuron is **{row['status']}**: {row['reason']}. MFV has no facets for it; "
                "the from-noise results below show what would turn it on.")
 
-facets = data.facets(ui.store(), ui.version(), run["run_id"], layer, unit)
-exemplars = data.exemplars(ui.store(), ui.version(), run["run_id"], layer, unit)
+facets = data.facets(ui.db(), run["run_id"], layer, unit)
+exemplars = data.exemplars(ui.db(), run["run_id"], layer, unit)
 
 if not facets.empty:
     st.subheader("Facets")
@@ -114,7 +114,7 @@ if not exemplars.empty:
             st.query_params["facet"] = str(facet_id)
             st.rerun()
 
-others = data.other_methods(ui.store(), ui.version(), run["model_sha256"], layer, unit, run["run_id"])
+others = data.other_methods(ui.db(), run["model_sha256"], layer, unit, run["run_id"])
 if not others.empty:
     st.subheader("Other methods and reruns")
     st.caption("Plain activation maximization from noise, center-biased regularization, Lucid's diversity "

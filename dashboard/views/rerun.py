@@ -4,10 +4,10 @@ import streamlit as st
 from dashboard import data, sql, ui
 from dashboard.access import reruns_unlocked
 from dashboard.reruns import RerunJob, RerunQueue
+from precompute.core.methods import METHODS as ALL_METHODS
+from precompute.core.methods import PARAMETERIZATIONS
 
-METHODS = {"mfv": "MFV (facets from exemplar clusters)", "center-bias": "Center-biased regularization",
-           "noise": "From noise (baseline)", "diversity": "Diversity (k images from noise, pushed apart)"}
-PARAMETERIZATIONS = ["pixel", "fourier", "maco"]   # precompute.params's, named here: its module imports torch
+METHODS = {name: described for name, (_, described) in ALL_METHODS.items()}
 
 
 @st.cache_resource
@@ -23,7 +23,7 @@ ui.require_store()
 if not reruns_unlocked():
     st.stop()
 run = ui.choose_run(st.sidebar)
-layers = data.layers(ui.store(), ui.version(), run["run_id"])
+layers = data.layers(ui.db(), run["run_id"])
 names = layers["layer"].tolist()
 config = ui.config_of(run)
 
@@ -78,9 +78,8 @@ def job_status(job_id: str) -> None:
 
 def show_result(job) -> None:
     ui.open_store()   # the rerun rebuilt the database after this page's run began
-    version = ui.version()
-    old = data.facets(ui.store(), version, run["run_id"], job.layer, job.unit)
-    new = data.facets(ui.store(), version, job.run_id, job.layer, job.unit)
+    old = data.facets(ui.db(), run["run_id"], job.layer, job.unit)
+    new = data.facets(ui.db(), job.run_id, job.layer, job.unit)
     left, right = st.columns(2)
     for col, title, frame in ((left, f"Stored MFV run `{run['run_id']}`", old), (right, f"This rerun `{job.run_id}`", new)):
         with col:

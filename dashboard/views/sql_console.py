@@ -50,7 +50,7 @@ def show_table(df: pd.DataFrame) -> None:
 
 
 try:
-    result = run_readonly(ui.store(), sql, timeout_s=TIMEOUT_S, max_rows=MAX_ROWS)
+    result = run_readonly(ui.db().path, sql, timeout_s=TIMEOUT_S, max_rows=MAX_ROWS)
 except QueryRejected as exc:
     st.error(str(exc))
     st.stop()

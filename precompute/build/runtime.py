@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from . import __version__
-from .data import load_fashion_mnist
-from .errors import AtlasError
-from .models import REPO_ROOT, ModelSpec
+from .. import __version__
+from ..core.errors import AtlasError
+from ..demo.data import load_fashion_mnist
+from ..engine.models import REPO_ROOT, ModelSpec
 
 if TYPE_CHECKING:
     from .plan import BuildConfig
@@ -86,7 +86,7 @@ def dataset_name(config: BuildConfig) -> str:
 def load_images(config: BuildConfig, spec: ModelSpec):
     if config.model == "demo":
         return load_fashion_mnist(train=True, data_dir=config.data).head(config.max_images)
-    from .imagefolder import FolderSet
+    from ..engine.imagefolder import FolderSet
     return FolderSet(config.data, size=spec.input_shape[1], channels=spec.input_shape[0], max_images=config.max_images)
 
 

@@ -1,4 +1,4 @@
-"""Image and code statistics behind the evidence (precompute.evaluate): numpy in, numbers out.
+"""Image and code statistics behind the evidence (precompute.evidence.evaluate): numpy in, numbers out.
 
 Images are float arrays C x H x W with pixels in [0, 1]; codes are fc7 vectors (rows). Nothing
 here knows about models, stores or runs, so each measure can be tested on hand-made arrays.
@@ -17,7 +17,7 @@ def unit_rows(codes: np.ndarray) -> np.ndarray:
 
 
 def mean_pairwise_cosine_distance(codes: np.ndarray) -> float:
-    """Mean cosine distance over all pairs of rows (as precompute.facets uses it); NaN below 2 rows."""
+    """Mean cosine distance over all pairs of rows (as precompute.engine.facets uses it); NaN below 2 rows."""
     unit = unit_rows(codes)
     n = len(unit)
     if n < 2:

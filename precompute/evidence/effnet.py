@@ -1,6 +1,6 @@
 """The EfficientNet-Lite0 subset of the evidence: every method on ImageNet class neurons at 224 px.
 
-No ImageNet images ship here, so the class folders are precompute.photos's: crops of photos that
+No ImageNet images ship here, so the class folders are precompute.evidence.photos's: crops of photos that
 ship with scikit-image and scikit-learn, named after the class Lite0 gives them, with held-out
 crops for the explanation score. MFV runs on them as on a user's image folder; the data-free
 methods (noise, center-bias, diversity) need none. EfficientNet-Lite2, an independent ImageNet
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from .errors import AtlasError
+from ..core.errors import AtlasError
+from ..core.store import Store
 from .photos import PHOTOS, make_photo_folders
-from .store import Store
 
 EFFNET_CLASSES = tuple(PHOTOS)   # ImageNet classes with a shipped photo
 EFFNET_STEPS = 200   # the build's default, so the subset shows default facets (about 15 min on 2 CPU cores)
@@ -25,7 +25,7 @@ MODEL = "efficientnet-lite0"
 
 
 def default_work_dir() -> Path:
-    from .store import _cache_root
+    from ..core.store import _cache_root
     return _cache_root() / "effnet-evidence"
 
 
@@ -33,9 +33,9 @@ def evaluate_effnet(target: str | Path, n_units: int, work_dir: str | Path | Non
                     device: str = "auto") -> Path:
     """Build (or resume) the subset for the first `n_units` classes of EFFNET_CLASSES, evaluate it and
     record its rows in `target`'s evaluations and scores; returns the subset's store folder."""
-    from .build import DATA_FREE, BuildConfig, build_atlas
+    from ..build.atlas import DATA_FREE, BuildConfig, build_atlas
     from .evaluate import EXTERNAL_PARTS, evaluate_store
-    from .models import imagenet_classes
+    from ..engine.models import imagenet_classes
     if not 1 <= n_units <= len(EFFNET_CLASSES):
         raise AtlasError(f"--effnet takes 1..{len(EFFNET_CLASSES)} class neurons, got {n_units}")
     if not (Path(target) / "parts" / "runs").is_dir():

@@ -1,6 +1,6 @@
 """Image parameterizations: what the optimizer changes to change the image.
 
-- ``pixel``: the pixels themselves (the paper's; precompute.synthesis steps them by normalized
+- ``pixel``: the pixels themselves (the paper's; precompute.engine.synthesis steps them by normalized
   gradient ascent and TV-denoises them after every step).
 - ``fourier``: Lucid's. Colours are decorrelated (the square root of ImageNet's colour covariance)
   and each channel is a Fourier spectrum scaled by 1/frequency, so a step changes coarse structure
@@ -20,8 +20,6 @@ import math
 
 import torch
 from torch import nn
-
-PARAMETERIZATIONS = ("pixel", "fourier", "maco")
 
 # Lucid's colour correlation: square root (by SVD) of ImageNet's RGB covariance, normalized so its
 # largest column has unit length.

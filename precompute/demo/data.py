@@ -4,7 +4,7 @@ A dataset has `classes`, `labels` (one per image), `len()`, `pixels(indices)` (f
 pixels in [0, 1], N x C x H x W), `batches(batch_size)` (an iterator of (indices, pixels)) and
 `skipped` (unreadable files). `ImageSet` holds small datasets in memory (the demo's
 Fashion-MNIST, read with torchvision's reader from ``--data DIR``, Debian's
-``dataset-fashion-mnist`` files, or a torchvision download); `precompute.imagefolder.FolderSet`
+``dataset-fashion-mnist`` files, or a torchvision download); `precompute.engine.imagefolder.FolderSet`
 streams image folders of any size.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import AtlasError
+from ..core.errors import AtlasError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

@@ -1,6 +1,6 @@
 """Building one chunk: the neurons of some units of one layer, for one run, written to the store.
 
-A chunk is the unit of work of every executor (precompute.executors): MFV finds each neuron's
+A chunk is the unit of work of every executor (precompute.build.executors): MFV finds each neuron's
 facets in its exemplars' codes and synthesizes one image per facet from the facet's mean image;
 the baselines synthesize from noise. Everything a chunk reads is passed in: the plan, the store,
 and for MFV the scan's result (`MfvInputs`), computed once per build.
@@ -15,14 +15,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .activations import Codes, ScanResult
-from .facets import FacetFinder, diversity_null, facet_diversity
-from .images import thumbnail, to_png
-from .models import ModelSpec
+from ..core.store import SCHEMAS, Store
+from ..engine.activations import Codes, ScanResult
+from ..engine.facets import FacetFinder, diversity_null, facet_diversity
+from ..engine.images import thumbnail, to_png
+from ..engine.models import ModelSpec
+from ..engine.synthesis import measure, noise_init, render
 from .plan import Plan
 from .runtime import Timings, image_key
-from .store import SCHEMAS, Store
-from .synthesis import measure, noise_init, render
 
 BatchDone = Callable[[float, int, int, str], None]   # (seconds, images, steps, layer) of a synthesis batch
 

@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 3   # 2: the evaluations table (precompute.evaluate); 3: the scores table
+SCHEMA_VERSION = 3   # 2: the evaluations table (precompute.evidence.evaluate); 3: the scores table
 DB_NAME = "atlas.duckdb"
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -67,7 +67,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("unit", pa.int32()), ("metric", pa.string()), ("value", pa.float64()), ("n", pa.int64()),
         ("detail", pa.string()),
     ]),
-    # The explanation score of every image (precompute.explain, written by evaluate): facet NULL is
+    # The explanation score of every image (precompute.evidence.explain, written by evaluate): facet NULL is
     # the neuron scored with all its images; method 'exemplars': real exemplars as references.
     "scores": pa.schema([
         ("run_id", pa.string()), ("model", pa.string()), ("method", pa.string()), ("layer", pa.string()),

@@ -5,8 +5,8 @@ and its `neurons` part last, so a killed build resumes where it stopped with eve
 exactly once. A run is one method under one configuration; its id is a hash of that
 configuration, so building again with the same settings resumes or extends the same run.
 This module keeps the runs (what is done, what is left, their records) and the build's own
-reading of the data; the plan says what to build (precompute.plan), a chunk builder how
-(precompute.chunks), an executor where (precompute.executors: this process, or Ray workers).
+reading of the data; the plan says what to build (precompute.build.plan), a chunk builder how
+(precompute.build.chunks), an executor where (precompute.build.executors: this process, or Ray workers).
 """
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from .activations import embed
+from ..core.errors import AtlasError
+from ..core.store import SCHEMA_VERSION, Store
+from ..engine.activations import embed
+from ..engine.models import load_model
 from .chunks import MfvInputs
-from .errors import AtlasError
 from .executors import Job, LocalExecutor, Progress, RayExecutor
-from .models import load_model
 from .plan import DATA_FREE, ROBUST_SCALE, BuildConfig, make_plan
 from .runtime import Timings, class_of_label, code_version, load_images
-from .store import SCHEMA_VERSION, Store
 
 __all__ = ["BuildConfig", "BuildSummary", "build_atlas", "list_layers", "rerun_neuron", "DATA_FREE"]
 

@@ -1,7 +1,7 @@
 """Where a build's work runs: `LocalExecutor` (this process) or `RayExecutor` (`--executor ray`).
 
 Both take the same plan and the same Job (runs, store, the scan's MfvInputs as a value) and build
-each chunk with precompute.chunks.ChunkBuilder.build, the public chunk API.
+each chunk with precompute.build.chunks.ChunkBuilder.build, the public chunk API.
 
 On a Ray cluster the scan is split by images, the neurons by chunks.
 
@@ -36,7 +36,7 @@ Float sums in torch's CPU kernels depend on the number of threads, so the store 
 a local build run with as many torch threads as --cpus-per-task; with other thread counts, 200 steps
 of gradient ascent and the t-SNE can amplify last-digit differences (docs/scaling.md).
 
-Every node needs this package, the model weights, the images (--data) and the store folder (--out)
+Every node needs this package, the model weights, the images (--data) and the store folder (--store)
 at the same paths: run from one checkout on a shared filesystem (see docs/scaling.md).
 """
 from __future__ import annotations
@@ -50,12 +50,12 @@ from typing import Callable
 
 import torch
 
-from .activations import ScanResult, merge_scans, scan
+from ..core.errors import AtlasError
+from ..core.store import Store
+from ..engine.activations import ScanResult, merge_scans, scan
 from .chunks import BatchDone, ChunkBuilder, MfvInputs, chunks
-from .errors import AtlasError
 from .plan import RAY_OPTIONS, BuildConfig, Plan, make_plan
 from .runtime import Timings, scan_batch_size
-from .store import Store
 
 INSTALL_HINT = "pip install -r requirements-ray.txt (ray==2.60.0)"
 RETRIES = 3                  # per chunk and per scan range; also restarts per worker

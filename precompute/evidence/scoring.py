@@ -1,4 +1,4 @@
-"""Score every image of a store's runs with the explanation score (precompute.explain).
+"""Score every image of a store's runs with the explanation score (precompute.evidence.explain).
 
 For each neuron of each run: its trials from the held-out images (the demo: Fashion-MNIST's test
 split; other models: a folder given with --heldout), the features of its images and of the trial
@@ -14,11 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import AtlasError
+from ..engine.activations import _unit_scores
+from ..engine.images import from_png
+from ..engine.models import ModelSpec, load_model
 from . import explain
-from .activations import _unit_scores
-from .errors import AtlasError
-from .images import from_png
-from .models import ModelSpec, load_model
 
 BATCH = 256
 
@@ -30,10 +30,10 @@ def heldout_set(spec: ModelSpec, model: str, heldout: str | None, data: str | No
         if data and path == Path(data).expanduser().resolve():
             raise AtlasError(f"--heldout {str(path)!r} is the folder the facets were made from; "
                              "held-out images must be other images")
-        from .imagefolder import FolderSet
+        from ..engine.imagefolder import FolderSet
         return FolderSet(path, size=spec.input_shape[1], channels=spec.input_shape[0]), f"folder:{path}"
     if model == "demo":
-        from .data import load_fashion_mnist
+        from ..demo.data import load_fashion_mnist
         return load_fashion_mnist(train=False), "fashion-mnist-test"
     return None, "no held-out images (evaluate --heldout DIR: an image folder the store was not built from)"
 
@@ -47,7 +47,7 @@ def default_backbone(spec: ModelSpec) -> str:
 
 def load_backbone(name: str, progress) -> ModelSpec:
     if name == "demo-seed1":
-        from .demo_train import TRANSFER_WEIGHTS, ensure_transfer_weights
+        from ..demo.train import TRANSFER_WEIGHTS, ensure_transfer_weights
         ensure_transfer_weights(progress=progress)
         return load_model("demo", TRANSFER_WEIGHTS)
     return load_model(name)

@@ -23,7 +23,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
-from .errors import AtlasError
+from ..core.errors import AtlasError
 
 Factor = tuple[str, int, int]       # label ("N", "C", "H", "W" or "?"), size, stride in the label's axis
 

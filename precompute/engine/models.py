@@ -29,12 +29,12 @@ from torch import fx, nn
 from torchvision.models.feature_extraction import NodePathTracer, _set_default_tracer_kwargs
 from torchvision.ops import MLP, Permute
 
-from .errors import AtlasError, choose
+from ..core.errors import AtlasError, choose
 from .layouts import Layout, layouts
 
 # A checkout (or `pip install -e .`) has data/ beside the package; a plain `pip install .` runs the
 # `facet-atlas` command from a folder that holds data/ (a checkout's, or one `facet-atlas demo` fills).
-_CHECKOUT = Path(__file__).resolve().parent.parent
+_CHECKOUT = Path(__file__).resolve().parents[2]
 REPO_ROOT = _CHECKOUT if (_CHECKOUT / "data").is_dir() else Path.cwd()
 DEMO_WEIGHTS = REPO_ROOT / "data" / "models" / "demo-fashion-cnn.pt"
 EFFICIENTNET_LITES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
@@ -299,8 +299,8 @@ def generic_spec(name: str, module: nn.Module, weights_sha256: str, input_size: 
 
 
 def demo_spec(weights: Path) -> ModelSpec:
-    from .data import FASHION_CLASSES
-    from .demo_model import DEMO_LAYERS, PIXEL_MEAN, PIXEL_STD, DemoNet
+    from ..demo.data import FASHION_CLASSES
+    from ..demo.model import DEMO_LAYERS, PIXEL_MEAN, PIXEL_STD, DemoNet
 
     module = DemoNet(len(FASHION_CLASSES))
     sha = _apply_weights(module, weights)

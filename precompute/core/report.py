@@ -14,10 +14,10 @@ import pandas as pd
 
 from .claims import CLAIMS, WORDS
 from .errors import AtlasError
+from .methods import METHODS
 
 METHOD_ORDER = ["mfv", "diversity", "noise", "center-bias", "exemplars"]
-METHOD_NAMES = {"mfv": "MFV", "diversity": "diversity (Lucid)", "noise": "noise", "center-bias": "center-bias",
-                "exemplars": "real exemplars (reference)"}
+METHOD_NAMES = {name: short for name, (short, _) in METHODS.items()} | {"exemplars": "real exemplars (reference)"}
 COLUMNS = {   # metric -> (column title, digits, percent?)
     "explanation": ("explanation score", 0, True),
     "act_final": ("activation reached", 2, False),

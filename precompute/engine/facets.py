@@ -22,8 +22,8 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
+from ..core.errors import AtlasError
 from . import tsne
-from .errors import AtlasError
 
 PCA_DIMS = 50
 MIN_TSNE = 8        # t-SNE needs perplexity < n; fewer points are embedded by their first two PCs

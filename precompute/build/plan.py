@@ -17,13 +17,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import AtlasError, choose
-from .models import ModelSpec, load_model
-from .params import PARAMETERIZATIONS
+from ..core.errors import AtlasError, choose
+from ..core.methods import DATA_FREE, METHODS, PARAMETERIZATIONS
+from ..engine.models import ModelSpec, load_model
+from ..engine.synthesis import PRECISIONS, Schedule, center_bias_schedule, diversity_schedule, mfv_schedule
 from .runtime import dataset_name, default_batch_size, resolve_device, resolve_precision
-from .synthesis import PRECISIONS, Schedule, center_bias_schedule, diversity_schedule, mfv_schedule
 
-METHODS = ("mfv", "center-bias", "noise", "diversity")
 TRANSFORMS = ("jitter", "scale", "rotate")
 ROBUST_SCALE, ROBUST_ROTATE = 0.1, 10.0   # Lucid's transformation robustness: scale 0.9-1.1, rotate +-10 degrees
 # At 224 px a wider random scale (0.6-1.4) made the images transfer: top-1 under EfficientNet-Lite2 rose
@@ -38,7 +37,6 @@ LEARNING_RATES = {"fourier": 0.05, "maco": 0.05}   # Adam's, per parameterizatio
 # (the scale transform's range alone depends on the size: default_scale_range).
 DEFAULT_SYNTHESIS = ("fourier", ("jitter", "scale", "rotate"))
 PAPER_SYNTHESIS = ("pixel", ("jitter",))   # the released code's loop
-DATA_FREE = ("center-bias", "noise", "diversity")   # methods that read no training images
 EXECUTORS = ("local", "ray")
 RAY_OPTIONS = ("ray_address", "gpus_per_task", "cpus_per_task", "ray_workers")
 
@@ -73,7 +71,7 @@ class BuildConfig:
     std: tuple[float, ...] | None = None
     precision: str = "auto"         # fp32, bf16 (autocast) or auto: bf16 where the hardware runs it natively
     workers: int | None = None      # processes for facet finding (default: one per CPU core)
-    executor: str = "local"         # "ray": scan shards and chunks as Ray tasks (precompute.executors)
+    executor: str = "local"         # "ray": scan shards and chunks as Ray tasks (precompute.build.executors)
     ray_address: str | None = None  # Ray only: the cluster (default: RAY_ADDRESS, `ray start`, else a local one)
     gpus_per_task: float | None = None   # Ray only: GPUs per worker (default: 1 if the cluster has GPUs)
     cpus_per_task: int | None = None     # Ray only: CPU cores per worker, its torch threads (default 1)
