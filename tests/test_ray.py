@@ -1,6 +1,7 @@
 """`--executor ray`: the same store as a local build, a killed worker retried, a killed driver resumed,
 and clear errors. Runs on a local Ray instance of 2 CPUs (two 1-core workers)."""
 import importlib.util
+import os
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import torch
 from conftest import ROOT, query, start_and_kill_after_two_chunks
 from precompute.build.atlas import BuildConfig, build_atlas
 from precompute.cli import main
-from precompute.build.executors import CRASH_DIR_ENV
+from ray_faults import CRASH_DIR_ENV
 
 requires_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                   reason="Ray is not installed (pip install -r requirements-ray.txt)")
@@ -25,10 +26,14 @@ TINY = dict(max_images=1000, top_n=40, k=2, m=5, steps=10, device="cpu")
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    """A local Ray instance; its workers die on a chunk when a marker file in `crash_dir` asks them to."""
+    """A local Ray instance; its workers die on a chunk when a marker file in `crash_dir` asks them to
+    (tests/ray_faults.py, installed in each worker at its start)."""
     import ray
     crash_dir = tmp_path_factory.mktemp("crash")
-    ray.init(num_cpus=2, logging_level="WARNING", runtime_env={"env_vars": {CRASH_DIR_ENV: str(crash_dir)}})
+    paths = os.pathsep.join([str(ROOT / "tests"), str(ROOT)])
+    ray.init(num_cpus=2, logging_level="WARNING",
+             runtime_env={"env_vars": {CRASH_DIR_ENV: str(crash_dir), "PYTHONPATH": paths},
+                          "worker_process_setup_hook": "ray_faults.install"})
     yield crash_dir
     ray.shutdown()
 

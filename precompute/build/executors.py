@@ -42,7 +42,6 @@ at the same paths: run from one checkout on a shared filesystem (see docs/scalin
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -60,7 +59,6 @@ from .runtime import Timings, scan_batch_size
 INSTALL_HINT = "pip install -r requirements-ray.txt (ray==2.60.0)"
 RETRIES = 3                  # per chunk and per scan range; also restarts per worker
 CONSOLIDATE_EVERY_S = 30.0   # how often finished parts are loaded into atlas.duckdb during a build
-CRASH_DIR_ENV = "FACET_ATLAS_CRASH_DIR"   # fault injection for the tests, see _CrashingStore
 Progress = Callable[[str, int, int], None]   # (task, done, total)
 Runs = list[tuple[str, str, dict[str, list[int]]]]   # (method, run_id, units left by layer)
 
@@ -158,8 +156,7 @@ class ChunkWorker:
         if shared:   # [a reference to] the MfvInputs the driver's scan made
             import ray
             inputs = ray.get(shared[0])
-        store = _CrashingStore(config.out) if os.environ.get(CRASH_DIR_ENV) else Store(config.out)
-        self.builder = ChunkBuilder(plan, store, inputs)
+        self.builder = ChunkBuilder(plan, Store(config.out), inputs)
 
     def device(self) -> str:
         if self.error:
@@ -173,23 +170,6 @@ class ChunkWorker:
         before = Counter(self.builder.timings)
         self.builder.build(method, run_id, layer, units)
         return dict(Counter(self.builder.timings) - before)
-
-
-class _CrashingStore(Store):
-    """Fault injection for the tests: if <$FACET_ATLAS_CRASH_DIR>/<layer>__<first unit>.crash exists, the
-    worker building that chunk deletes it and dies abruptly (like a killed worker) after writing the
-    chunk's other parts and before its `neurons` part; so it happens once, and a retry must clean up."""
-
-    def write(self, table, name, rows):
-        if table == "neurons":
-            marker = os.path.join(os.environ[CRASH_DIR_ENV], "__".join(name.split("__")[-2:]) + ".crash")
-            try:
-                os.remove(marker)
-            except FileNotFoundError:
-                pass
-            else:
-                os._exit(1)
-        return super().write(table, name, rows)
 
 
 # ---- the driver --------------------------------------------------------------------------------
