@@ -81,10 +81,10 @@ def main() -> None:
     found = {}
     for param in params:
         config, heldout = setting(options, param, args.transforms, args.steps, None, args.scale_range, work)
-        if not (Path(config.out) / "parts" / "scores").is_dir():
+        if not (Path(config.store) / "parts" / "scores").is_dir():
             build_atlas(config)
-            evaluate_store(config.out, heldout=heldout)
-        found[param] = images_of(config.out)
+            evaluate_store(config.store, heldout=heldout)
+        found[param] = images_of(config.store)
         moved = {m: e["moved"] for (m, _), e in found[param].items()}
         print(f"{param:8s} moved from init (mean |final - init|, pixels in [0, 1]): "
               + ", ".join(f"{m} {v:.3f}" for m, v in sorted(moved.items()) if v is not None))

@@ -33,10 +33,9 @@ CLASSES = (0, 5)    # class neurons (each a Barnes-Hut t-SNE of 6,000 images)
 
 def find(seed: int, out: str) -> None:
     import tempfile
-    builder = AtlasBuilder(BuildConfig(out=tempfile.mkdtemp(), device="cpu", seed=seed))   # nothing is written to it
+    builder = AtlasBuilder(BuildConfig(store=tempfile.mkdtemp(), device="cpu", seed=seed))   # nothing is written to it
     layers = list(builder.units)
-    builder.load_data()
-    chunks = ChunkBuilder(builder.plan, builder.store, builder.scan(layers))
+    chunks = ChunkBuilder(builder.plan, builder.store, builder.scan(layers, builder.load_data()))
     saved = {}
     for layer in layers:
         units = list(CLASSES) if builder.spec.layers[layer].role == "logits" else builder.units[layer]

@@ -34,7 +34,7 @@ PRECISION = resolve_precision("auto", torch.device("cpu"))   # as a build picks 
 
 
 def ms_per_image_step(spec, layer: str, method: str, param: str, transforms: tuple, steps: int, n: int) -> float:
-    schedule = schedule_for(method, spec, BuildConfig(out="", param=param, transforms=transforms, steps=steps))
+    schedule = schedule_for(method, spec, BuildConfig(store="", param=param, transforms=transforms, steps=steps))
     units = torch.arange(n) // K % spec.layers[layer].n_units
     keys = torch.arange(n)
     init = noise_init(keys, spec.input_shape, "cpu")

@@ -42,7 +42,7 @@ def cell_name(param: str, transforms: str, steps: int, rate: float | None, scale
 
 def setting(args, param: str, transforms: str, steps: int, rate: float | None, scale: float,
             work: Path) -> tuple[BuildConfig, str | None]:
-    common = dict(out=str(work / cell_name(param, transforms, steps, rate, scale)), methods=tuple(args.methods),
+    common = dict(store=str(work / cell_name(param, transforms, steps, rate, scale)), methods=tuple(args.methods),
                   k=args.k, m=args.m, steps=steps, param=param, transforms=tuple(transforms.split(",")),
                   learning_rate=rate, scale_range=scale, workers=1, chunk_units=64)
     if args.model == "demo":
@@ -96,9 +96,9 @@ def main() -> None:
         config, heldout = setting(args, param, transforms, steps, rate, scale, work)
         started = time.perf_counter()
         build_atlas(config)
-        evaluate_store(config.out, heldout=heldout)
+        evaluate_store(config.store, heldout=heldout)
         seconds = time.perf_counter() - started
-        found = measured(config.out)
+        found = measured(config.store)
         for method in args.methods:
             values = [found.get((method, metric)) for metric in METRICS] + [found.get(("exemplars", "explanation"))]
             cells = ["—" if v is None else f"{v:.3f}" for v in values]

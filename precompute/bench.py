@@ -177,7 +177,7 @@ def build_row(device: torch.device) -> dict:
 
     from .build.atlas import BuildConfig, build_atlas
     with tempfile.TemporaryDirectory() as scratch:
-        config = BuildConfig(out=scratch, methods=("mfv", "center-bias", "noise"), device=str(device))
+        config = BuildConfig(store=scratch, methods=("mfv", "center-bias", "noise"), device=str(device))
         summary = build_atlas(config)
     return {"seconds": summary.seconds, "timings": summary.timings, "neurons": summary.neurons_built}
 

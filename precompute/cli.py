@@ -46,14 +46,14 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
     from .build.plan import BuildConfig
-    d = BuildConfig(out="")
+    d = BuildConfig(store="")
     g = parser.add_argument_group("what to build")
     if not demo:
         g.add_argument("--model", default="demo", help="demo, efficientnet-lite0, torchvision:NAME (e.g. "
                        "torchvision:resnet18) or package.module:function (default: demo)")
         g.add_argument("--weights", help="weights file (state_dict or checkpoint); default: the demo's or "
                                          "efficientnet-lite0's shipped weights, random weights for others")
-        g.add_argument("--store", "--out", dest="out", required=True, metavar="DIR",
+        g.add_argument("--store", "--out", dest="store", required=True, metavar="DIR",
                        help="store folder to create or resume (--out: the same)")
         g.add_argument("--layers", type=_name_list, help="comma-separated layer names or aliases fc8/fc7 "
                                                          "(default: every layer of the demo, fc8 of other models)")
@@ -131,7 +131,7 @@ def make_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train the demo CNN if needed and build the full demo atlas",
                           description="Train the demo Fashion-MNIST CNN (if data/models has no weights) and "
                                       f"build the atlas of every neuron of every layer into {DEMO_OUT}.")
-    demo.add_argument("--store", "--out", dest="out", default=str(DEMO_OUT), metavar="DIR",
+    demo.add_argument("--store", "--out", dest="store", default=str(DEMO_OUT), metavar="DIR",
                       help=f"store folder (default {DEMO_OUT})")
     demo.add_argument("--retrain", action="store_true", help="train the demo model even if weights exist")
     _add_build_options(demo, demo=True)
@@ -202,7 +202,7 @@ def _add_evaluate_parser(sub) -> None:
 def _config(args, out: str, methods_default):
     from .build.plan import BuildConfig
     return BuildConfig(
-        out=out, model=getattr(args, "model", "demo"), weights=getattr(args, "weights", None), data=args.data,
+        store=out, model=getattr(args, "model", "demo"), weights=getattr(args, "weights", None), data=args.data,
         layers=getattr(args, "layers", None), units=getattr(args, "units", None),
         methods=args.methods or methods_default, top_n=args.top_n, k=args.k, m=args.m,
         min_facet_size=args.min_facet_size, steps=args.steps, param=args.param, transforms=args.transforms,
@@ -235,8 +235,8 @@ def cmd_demo(args, progress) -> str:
     ensure_demo_weights(retrain=args.retrain, data=args.data, progress=progress)
     from .build.atlas import build_atlas
     from .core.methods import METHODS
-    _report(build_atlas(_config(args, args.out, tuple(METHODS)), progress))
-    return _open_hint(args.out)
+    _report(build_atlas(_config(args, args.store, tuple(METHODS)), progress))
+    return _open_hint(args.store)
 
 
 def cmd_build(args, progress) -> str:
@@ -244,8 +244,8 @@ def cmd_build(args, progress) -> str:
     if args.model == "demo" and not args.weights:
         from .demo.train import ensure_demo_weights
         ensure_demo_weights(data=args.data, progress=progress)
-    _report(build_atlas(_config(args, args.out, ("mfv",)), progress))
-    return _open_hint(args.out)
+    _report(build_atlas(_config(args, args.store, ("mfv",)), progress))
+    return _open_hint(args.store)
 
 
 def cmd_layers(args, progress) -> None:

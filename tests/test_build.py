@@ -43,12 +43,12 @@ def test_runs_record_their_config_and_seed(small_store):
 
 def test_synthesis_defaults_and_the_papers_loop_keeping_its_run_ids():
     from precompute.build.atlas import BuildConfig
-    assert BuildConfig(out="").synthesis() == ("fourier", ("jitter", "scale", "rotate"), 0.05)
-    assert BuildConfig(out="", param="maco", learning_rate=0.02).synthesis()[::2] == ("maco", 0.02)
-    paper = BuildConfig(out="", param="pixel", transforms=("jitter",))
+    assert BuildConfig(store="").synthesis() == ("fourier", ("jitter", "scale", "rotate"), 0.05)
+    assert BuildConfig(store="", param="maco", learning_rate=0.02).synthesis()[::2] == ("maco", 0.02)
+    paper = BuildConfig(store="", param="pixel", transforms=("jitter",))
     assert paper.synthesis() == ("pixel", ("jitter",), None)
     assert "param" not in paper.identity("mfv", "sha", "data"), "stores built with the paper's loop resume"
-    assert BuildConfig(out="").identity("mfv", "sha", "data")["param"] == "fourier"
+    assert BuildConfig(store="").identity("mfv", "sha", "data")["param"] == "fourier"
 
 
 def test_scale_range_is_chosen_by_input_size_and_a_wider_one_gets_its_own_run_ids():
@@ -56,11 +56,11 @@ def test_scale_range_is_chosen_by_input_size_and_a_wider_one_gets_its_own_run_id
 
     from precompute.build.plan import BuildConfig, schedule_for
     at = lambda size: SimpleNamespace(input_shape=(3, size, size))   # noqa: E731 (only the size is read)
-    assert schedule_for("mfv", at(28), BuildConfig(out="")).scale == 0.1
-    assert schedule_for("noise", at(224), BuildConfig(out="")).scale == 0.4
-    assert schedule_for("noise", at(224), BuildConfig(out="", scale_range=0.2)).scale == 0.2
-    assert schedule_for("mfv", at(224), BuildConfig(out="", transforms=("jitter",))).scale == 0.0
-    ids = [BuildConfig(out="", scale_range=f).identity("mfv", "sha", "data") for f in (0.1, 0.4)]
+    assert schedule_for("mfv", at(28), BuildConfig(store="")).scale == 0.1
+    assert schedule_for("noise", at(224), BuildConfig(store="")).scale == 0.4
+    assert schedule_for("noise", at(224), BuildConfig(store="", scale_range=0.2)).scale == 0.2
+    assert schedule_for("mfv", at(224), BuildConfig(store="", transforms=("jitter",))).scale == 0.0
+    ids = [BuildConfig(store="", scale_range=f).identity("mfv", "sha", "data") for f in (0.1, 0.4)]
     assert "scale_range" not in ids[0], "stores built with Lucid's range resume"
     assert ids[1]["scale_range"] == 0.4
 
@@ -131,7 +131,7 @@ def test_the_readme_query_answers(small_store):
 def test_building_again_is_a_no_op(small_store):
     from precompute.build.atlas import BuildConfig, build_atlas
     store, first = small_store
-    again = build_atlas(BuildConfig(out=str(store), device="cpu", **SMALL_BUILD))
+    again = build_atlas(BuildConfig(store=str(store), device="cpu", **SMALL_BUILD))
     assert again.neurons_built == 0 and again.run_ids == first.run_ids
     assert query(store, "SELECT count(*) FROM neurons") == [(36,)]
 
@@ -164,7 +164,7 @@ def test_nan_weights_fail_the_neuron_and_the_run_goes_on(tmp_path, demo_weights)
     weights = tmp_path / "nan.pt"
     torch.save(state, weights)
     small = dict(max_images=500, top_n=30, k=2, m=5, steps=5, device="cpu", weights=str(weights))
-    build_atlas(BuildConfig(out=str(tmp_path / "a"), layers=("fc6", "fc8"), units=(2, 3, 4), **small))
+    build_atlas(BuildConfig(store=str(tmp_path / "a"), layers=("fc6", "fc8"), units=(2, 3, 4), **small))
     status = {(l, u): (s, r) for l, u, s, r in query(tmp_path / "a", "SELECT layer, unit, status, reason FROM neurons")}
     assert status[("fc8", 3)] == ("failed", "NaN/Inf activation on training images")
     # NaN weights poison every gradient through that layer: its other units fail in synthesis
@@ -175,7 +175,7 @@ def test_nan_weights_fail_the_neuron_and_the_run_goes_on(tmp_path, demo_weights)
     state["fc8.weight"][3] = original
     state["fc6.weight"][2] = float("nan")           # fc6 unit 2 is NaN, and so is fc7 above it
     torch.save(state, weights)
-    build_atlas(BuildConfig(out=str(tmp_path / "b"), layers=("fc6",), units=(0, 2), **small))
+    build_atlas(BuildConfig(store=str(tmp_path / "b"), layers=("fc6",), units=(0, 2), **small))
     status = {u: (s, r) for u, s, r in query(tmp_path / "b", "SELECT unit, status, reason FROM neurons")}
     assert status[2] == ("failed", "NaN/Inf activation on training images")
     assert status[0] == ("failed", "NaN/Inf in the embedding codes of its exemplars")   # fc6/0 fires
@@ -215,7 +215,7 @@ def test_progress_moves_during_synthesis_and_the_plan_comes_first(tmp_path):
             self.events.append(("say", text, None))
 
     recorder = Recorder()
-    build_atlas(BuildConfig(out=str(tmp_path), methods=("noise",), layers=("fc8",), units=(0, 1), steps=12,
+    build_atlas(BuildConfig(store=str(tmp_path), methods=("noise",), layers=("fc8",), units=(0, 1), steps=12,
                             batch_size=1, chunk_units=2, device="cpu"), recorder)
     said = [text for task, text, _ in recorder.events if task == "say"]
     assert recorder.events[0][0] == "say" and said[0].startswith("plan: 2 noise neuron-runs of demo (fc8)")

@@ -96,6 +96,13 @@ print('ok')
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=image, capture_output=True, text=True, timeout=300)
     assert result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+    # the image's build step, from the copy and without torch: atlas.duckdb from the store's Parquet parts
+    shutil.copytree(ROOT / "data" / "demo" / "parts", tmp_path / "atlas" / "parts")
+    build_step = re.search(r'^RUN python -c "(.+)"$', (ROOT / "Dockerfile").read_text(), flags=re.M).group(1)
+    built = subprocess.run([sys.executable, "-c", "import sys; sys.modules['torch'] = None; "
+                            + build_step.replace("/atlas", str(tmp_path / "atlas"))],
+                           cwd=image, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0 and (tmp_path / "atlas" / "atlas.duckdb").exists(), built.stderr[-2000:]
     needs = (ROOT / "dashboard" / "requirements.txt").read_text()
     assert "torch" not in re.sub(r"#.*", "", needs)
 

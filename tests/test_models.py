@@ -18,7 +18,7 @@ CAT, ESPRESSO = imagenet_classes().index("Egyptian cat"), imagenet_classes().ind
 @pytest.mark.numerics
 def test_efficientnet_lite0_real_weights_end_to_end(tmp_path, photo_folder):
     out = tmp_path / "atlas"
-    summary = build_atlas(BuildConfig(out=str(out), model="efficientnet-lite0", data=str(photo_folder),
+    summary = build_atlas(BuildConfig(store=str(out), model="efficientnet-lite0", data=str(photo_folder),
                                       layers=("fc8",), units=(CAT, ESPRESSO), k=3, m=3, steps=30, device="cpu"))
     assert summary.skipped_files == 1                                     # the corrupt file, counted
     neurons = query(out, "SELECT unit, label, status, n_exemplars, k FROM neurons ORDER BY unit")
@@ -42,7 +42,7 @@ def test_torchvision_architectures_with_random_weights(tmp_path, photo_folder, a
     logits = next(row for row in rows.values() if row["alias"] == "fc8")
     assert logits["n_units"] == 1000 and logits["role"] == "logits"
     out = tmp_path / arch
-    small = dict(out=str(out), model=f"torchvision:{arch}", data=str(photo_folder), top_n=8, k=2, m=2, steps=4,
+    small = dict(store=str(out), model=f"torchvision:{arch}", data=str(photo_folder), top_n=8, k=2, m=2, steps=4,
                  input_size=112, device="cpu")
     first = build_atlas(BuildConfig(layers=("fc8",), units=(1, CAT), **small))
     again = build_atlas(BuildConfig(layers=(hidden,), units=(0, 1), **small))   # extends the same run
@@ -65,7 +65,7 @@ def test_a_users_own_model(tmp_path, photo_folder, monkeypatch):
     spec = load_model("mynets:build_net", input_size=64)
     assert spec.aliases == {"fc8": "6", "fc7": "5"} and spec.input_shape == (3, 64, 64)
     out = tmp_path / "atlas"
-    build_atlas(BuildConfig(out=str(out), model="mynets:build_net", data=str(photo_folder), layers=("fc8", "0"),
+    build_atlas(BuildConfig(store=str(out), model="mynets:build_net", data=str(photo_folder), layers=("fc8", "0"),
                             top_n=10, k=2, m=2, steps=3, input_size=64, device="cpu"))
     # a 2-class model of a 2-class folder: the folder's class names label its class neurons
     assert query(out, "SELECT label FROM neurons WHERE layer = '6' ORDER BY unit") == [("Egyptian cat",), ("espresso",)]

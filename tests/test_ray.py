@@ -61,10 +61,10 @@ def test_ray_build_equals_the_local_build(ray_cluster, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # as many torch threads as a 1-core Ray worker: float sums depend on them
     try:
-        local = build_atlas(BuildConfig(out=str(tmp_path / "local"), **settings))
+        local = build_atlas(BuildConfig(store=str(tmp_path / "local"), **settings))
     finally:
         torch.set_num_threads(threads)
-    distributed = build_atlas(BuildConfig(out=str(tmp_path / "ray"), executor="ray", cpus_per_task=1, ray_workers=2,
+    distributed = build_atlas(BuildConfig(store=str(tmp_path / "ray"), executor="ray", cpus_per_task=1, ray_workers=2,
                                           **settings))
     assert distributed.run_ids == local.run_ids and distributed.neurons_built == local.neurons_built == 54
     for table in KEYS:
@@ -87,7 +87,7 @@ def test_a_worker_killed_mid_chunk_is_retried(ray_cluster, tmp_path, monkeypatch
         if task == "neurons" and (tmp_path / "a" / "atlas.duckdb").exists():
             seen.append((done, query(tmp_path / "a", "SELECT count(*) FROM neurons")[0][0]))
 
-    summary = build_atlas(BuildConfig(out=str(tmp_path / "a"), layers=("fc6",), units=tuple(range(8)),
+    summary = build_atlas(BuildConfig(store=str(tmp_path / "a"), layers=("fc6",), units=tuple(range(8)),
                                       chunk_units=2, executor="ray", **TINY), progress)
     assert not crash.exists(), "a worker should have died on that chunk"
     assert summary.neurons_built == 8
@@ -121,9 +121,9 @@ def test_a_user_error_on_a_worker_is_one_line(ray_cluster, tmp_path):
     import ray
     from precompute.core.errors import AtlasError
     from precompute.build.executors import ChunkWorker, RayExecutor
-    driver = RayExecutor(BuildConfig(out=str(tmp_path), layers=("fc8",), executor="ray"))
+    driver = RayExecutor(BuildConfig(store=str(tmp_path), layers=("fc8",), executor="ray"))
     # as if the weights were at the driver's path but missing on the worker's node
-    missing = BuildConfig(out=str(tmp_path), layers=("fc8",), weights=str(tmp_path / "gone.pt"))
+    missing = BuildConfig(store=str(tmp_path), layers=("fc8",), weights=str(tmp_path / "gone.pt"))
     worker = ray.remote(ChunkWorker).options(num_cpus=1, max_restarts=1).remote(missing, 1, [])
     with pytest.raises(AtlasError, match=r"gone\.pt.*does not exist") as error:
         driver._get(worker.build.remote("noise", "run", "fc8", [0]))

@@ -102,7 +102,7 @@ def test_synthesis_raises_the_unit_at_the_central_patch(arch, layer, path, at_ce
                                          ("maxvit_t", "blocks.1.layers.0.layers.grid_attention.departition_op.reshape_1")])
 def test_a_build_on_a_block_writes_facets_the_dashboard_shows(tmp_path, photo_folder, monkeypatch, arch, layer):
     out = tmp_path / arch
-    build_atlas(BuildConfig(out=str(out), model=f"torchvision:{arch}", data=str(photo_folder), layers=(layer,),
+    build_atlas(BuildConfig(store=str(out), model=f"torchvision:{arch}", data=str(photo_folder), layers=(layer,),
                             units=(0, 5), top_n=6, k=2, m=2, steps=4, device="cpu"))
     facets = query(out, "SELECT unit, count(image_png), count(*) FROM facets GROUP BY unit ORDER BY unit")
     assert [unit for unit, *_ in facets] == [0, 5] and all(images == n >= 1 for _, images, n in facets)

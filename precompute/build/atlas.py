@@ -49,10 +49,8 @@ class AtlasBuilder:
         self.plan = make_plan(config)
         self.config, self.spec, self.units = self.plan.config, self.plan.spec, self.plan.units
         self.progress = progress or (lambda task, done, total: None)
-        self.store = Store(config.out)
+        self.store = Store(config.store)
         self.images = None          # the dataset (ImageSet or FolderSet), read when MFV needs it
-        self.class_of_label: torch.Tensor | None = None
-        self.inputs: MfvInputs | None = None   # the scan's result, once MFV has scanned
         self.timings = Timings()
         self.image_steps_left = 0   # synthesis work of the build, for the estimate after its first batch
         self.estimated = False
@@ -96,16 +94,14 @@ class AtlasBuilder:
             todo[method] = (run_id, {layer: [u for u in units if (layer, u) not in done]
                                      for layer, units in self.units.items()})
         mfv_layers = [layer for layer, units in todo.get("mfv", ("", {}))[1].items() if units]
-        if mfv_layers:
-            self.load_data()
+        labels = self.load_data() if mfv_layers else None
         if any(units for _, layers in todo.values() for units in layers.values()):
             self.executor.connect(self.plan)   # where the work will run is checked before the plan is printed
         left = {method: layers for method, (_, layers) in todo.items()}
         self.image_steps_left = sum(self._images_per_neuron(method) * len(units)
                                     for method, layers in left.items() for units in layers.values()) * self.config.steps
         self._say(self._plan(left))
-        if mfv_layers:
-            self.inputs = self.scan(mfv_layers)
+        inputs = self.scan(mfv_layers, labels) if mfv_layers else None
         runs = []   # (method, run_id, units left by layer) of the runs with work left
         for method, (run_id, layers) in todo.items():
             if any(layers.values()):
@@ -115,7 +111,7 @@ class AtlasBuilder:
             previous = self.store.read("runs", run_id)
             if previous and previous[0]["status"] != "complete":
                 self._write_run(method, run_id, 0.0, "complete")
-        built = self.executor.build(Job(self.plan, self.store, runs, self.inputs, self.progress, self._write_run,
+        built = self.executor.build(Job(self.plan, self.store, runs, inputs, self.progress, self._write_run,
                                         self._estimate, self.timings)) if runs else 0
         self.store.sweep_temp_files()
         with self.timings.timed("consolidate"):
@@ -158,27 +154,30 @@ class AtlasBuilder:
                   f"at the first batch's rate ({images} images x {steps} steps of {layer} in {seconds:.1f} s"
                   f"{'; deeper layers run slower' if deeper else ''})")
 
-    def load_data(self) -> None:
-        """Read and check the dataset (a user's mistake surfaces here, before anything is printed)."""
+    def load_data(self) -> torch.Tensor:
+        """Read and check the dataset (a user's mistake surfaces here, before anything is printed);
+        returns each dataset label's model class (-1: none)."""
         with self.timings.timed("load data"):
             self.images = load_images(self.config, self.spec)
-        self.class_of_label = class_of_label(self.images.classes, self.spec.class_names)
+        labels = class_of_label(self.images.classes, self.spec.class_names)
         n_classes = self.spec.layers[self.spec.logits_layer].n_units
-        if not bool((self.class_of_label >= 0).any()) and len(self.images.classes) == n_classes:
+        if not bool((labels >= 0).any()) and len(self.images.classes) == n_classes:
             # no names match but the counts do (ImageNet's WordNet-id folders, or a user's classifier of
             # these very classes): sorted folder order is class order, the ImageFolder convention
-            self.class_of_label = torch.arange(n_classes)
+            labels = torch.arange(n_classes)
             self.spec.class_names = self.spec.class_names or list(self.images.classes)
         counts = torch.bincount(self.images.labels, minlength=len(self.images.classes))
-        smallest_class = int(counts[self.class_of_label >= 0].min()) if bool((self.class_of_label >= 0).any()) else self.config.k
+        smallest_class = int(counts[labels >= 0].min()) if bool((labels >= 0).any()) else self.config.k
         if self.config.k > smallest_class:
             raise AtlasError(f"k={self.config.k} is larger than the smallest class ({smallest_class} images)")
+        return labels
 
-    def scan(self, layers: list[str]) -> MfvInputs:
-        """One pass over the images (on the executor) for the exemplars of `layers`, and their codes."""
+    def scan(self, layers: list[str], labels: torch.Tensor) -> MfvInputs:
+        """One pass over the images (on the executor) for the exemplars of `layers`, and their codes;
+        `labels` maps dataset labels to model classes (load_data)."""
         with self.timings.timed("scan"):
-            result = self.executor.scan(self.plan, self.images, layers, self.class_of_label, self.progress)
-        inputs = MfvInputs(self.images, result, result.codes, self.class_of_label, self.spec.class_names)
+            result = self.executor.scan(self.plan, self.images, layers, labels, self.progress)
+        inputs = MfvInputs(self.images, result, result.codes, labels, self.spec.class_names)
         if inputs.codes is None:   # too many images to keep every code: embed just the exemplars
             needed = [torch.as_tensor(inputs.exemplar_set(self.spec, layer, unit)[0])
                       for layer in layers for unit in self.units[layer]]
@@ -213,7 +212,7 @@ INHERITED = ("model", "weights", "data", "top_n", "m", "min_facet_size", "thumbs
              "input_size", "mean", "std", "precision", "param", "transforms", "learning_rate", "scale_range")
 
 
-def rerun_neuron(store_dir: str | Path, layer: str, unit: int, method: str = "mfv", k: int = 10,
+def rerun_neuron(store: str | Path, layer: str, unit: int, method: str = "mfv", k: int = 10,
                  steps: int = 200, seed: int = 0, device: str = "auto", progress: Progress | None = None,
                  like: dict | None = None) -> str:
     """Synthesize one neuron with other settings; saved to the store as its own run. Returns the run id.
@@ -227,6 +226,6 @@ def rerun_neuron(store_dir: str | Path, layer: str, unit: int, method: str = "mf
             inherited[key] = tuple(inherited[key])
     if like and "scale_range" not in like:   # runs from before the range was recorded used Lucid's
         inherited["scale_range"] = ROBUST_SCALE
-    config = BuildConfig(out=str(store_dir), layers=(layer,), units=(unit,), methods=(method,), k=k, steps=steps,
+    config = BuildConfig(store=str(store), layers=(layer,), units=(unit,), methods=(method,), k=k, steps=steps,
                          seed=seed, device=device, **inherited)
     return build_atlas(config, progress).run_ids[method]

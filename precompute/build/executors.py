@@ -156,7 +156,7 @@ class ChunkWorker:
         if shared:   # [a reference to] the MfvInputs the driver's scan made
             import ray
             inputs = ray.get(shared[0])
-        self.builder = ChunkBuilder(plan, Store(config.out), inputs)
+        self.builder = ChunkBuilder(plan, Store(config.store), inputs)
 
     def device(self) -> str:
         if self.error:

@@ -43,7 +43,7 @@ RAY_OPTIONS = ("ray_address", "gpus_per_task", "cpus_per_task", "ray_workers")
 
 @dataclass
 class BuildConfig:
-    out: str
+    store: str                # the store folder to create or resume
     model: str = "demo"
     weights: str | None = None
     data: str | None = None

@@ -44,13 +44,13 @@ def evaluate_effnet(target: str | Path, n_units: int, work_dir: str | Path | Non
     classes = EFFNET_CLASSES[:n_units]
     train, heldout = make_photo_folders(work / "photos", classes=classes)
     names = imagenet_classes()
-    config = BuildConfig(out=str(work / "store"), model=MODEL, data=str(train),
+    config = BuildConfig(store=str(work / "store"), model=MODEL, data=str(train),
                          units=tuple(names.index(c) for c in classes), methods=("mfv", *DATA_FREE),
                          k=EFFNET_K, m=EFFNET_M, steps=EFFNET_STEPS, workers=1, device=device)
     build_atlas(config, progress)
-    evaluate_store(config.out, progress, device, heldout=str(heldout))
-    subset = Store(config.out)
+    evaluate_store(config.store, progress, device, heldout=str(heldout))
+    subset = Store(config.store)
     for table in ("evaluations", "scores"):
         rows = pq.read_table(subset.part_path(table, "store__all")).to_pylist()
         Store(target).write(table, f"{EXTERNAL_PARTS}{MODEL}", rows)
-    return Path(config.out)
+    return Path(config.store)

@@ -134,7 +134,7 @@ def neighbourhoods(con, mfv_run: dict | None, spec: ModelSpec, device, progress)
     from ..build.plan import BuildConfig
     from ..build.runtime import load_images
     config = json.loads(mfv_run["config_json"])
-    images = load_images(BuildConfig(out="", model=config["model"], data=config.get("data"),
+    images = load_images(BuildConfig(store="", model=config["model"], data=config.get("data"),
                                      max_images=config.get("max_images")), spec)
     rows = con.execute("""SELECT layer, unit, list(image_id ORDER BY facet, rank_in_facet),
                                  list(facet ORDER BY facet, rank_in_facet)
