@@ -46,8 +46,19 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
     from .build.plan import BuildConfig
-    d = BuildConfig(store="")
-    g = parser.add_argument_group("what to build")
+    defaults = BuildConfig(store="")
+    _add_target_options(parser.add_argument_group("what to build"), demo)
+    _add_algorithm_options(parser.add_argument_group("algorithm"), defaults)
+    p = parser.add_argument_group("preprocessing (default: the model's own)")
+    p.add_argument("--input-size", type=int, help="input size in px (e.g. 224)")
+    p.add_argument("--mean", type=_float_list, help="per-channel mean of pixels in [0, 1], e.g. 0.485,0.456,0.406")
+    p.add_argument("--std", type=_float_list, help="per-channel std, e.g. 0.229,0.224,0.225")
+    _add_resource_options(parser.add_argument_group("resources and store"), defaults, demo)
+    _add_ray_options(parser.add_argument_group("scaling out (Ray: pip install -r requirements-ray.txt)"), defaults)
+
+
+def _add_target_options(g, demo: bool) -> None:
+    from .core.methods import METHODS
     if not demo:
         g.add_argument("--model", default="demo", help="demo, efficientnet-lite0, torchvision:NAME (e.g. "
                        "torchvision:resnet18) or package.module:function (default: demo)")
@@ -59,12 +70,14 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
                                                          "(default: every layer of the demo, fc8 of other models)")
         g.add_argument("--units", type=_int_list, help="comma-separated unit indices (default: all)")
     g.add_argument("--method", dest="methods", type=_name_list, default=None,
-                   help="comma-separated: mfv, center-bias, noise, diversity (Lucid's objective: k images "
+                   help=f"comma-separated: {', '.join(METHODS)} (diversity: Lucid's objective, k images "
                         f"per neuron pushed apart in style) (default: {'all four' if demo else 'mfv'})")
     g.add_argument("--data", help="demo: folder with the Fashion-MNIST idx files (default: "
                                   "/usr/share/datasets/fashion-mnist); other models: an image folder with one "
                                   "sub-folder per class (ImageNet train layout)")
-    a = parser.add_argument_group("algorithm")
+
+
+def _add_algorithm_options(a, d) -> None:
     a.add_argument("--top-n", type=int, default=d.top_n, help=f"exemplars per hidden unit (default {d.top_n})")
     a.add_argument("-k", "--k", type=int, default=d.k, help=f"facets per neuron (default {d.k})")
     a.add_argument("-m", "--m", type=int, default=d.m, help=f"images averaged into each init (default {d.m})")
@@ -85,13 +98,11 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
     a.add_argument("--scale-range", type=float, default=None, metavar="F",
                    help="the scale transform draws a scale of 1 +- F every step (default: 0.4 for inputs of 64 px "
                         "or more, 0.1 below, as the sweeps chose)")
-    p = parser.add_argument_group("preprocessing (default: the model's own)")
-    p.add_argument("--input-size", type=int, help="input size in px (e.g. 224)")
-    p.add_argument("--mean", type=_float_list, help="per-channel mean of pixels in [0, 1], e.g. 0.485,0.456,0.406")
-    p.add_argument("--std", type=_float_list, help="per-channel std, e.g. 0.229,0.224,0.225")
     a.add_argument("--max-images", type=int, default=None,
                    help="use only the first N training images (quick trials; default: all)")
-    r = parser.add_argument_group("resources and store")
+
+
+def _add_resource_options(r, d, demo: bool) -> None:
     r.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default auto)")
     r.add_argument("--workers", type=int, default=None,
                    help="processes for facet finding (t-SNE), one neuron each (default: one per CPU core)")
@@ -103,7 +114,11 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
                    help=f"neurons per committed chunk (default {d.chunk_units})")
     r.add_argument("--thumbs-per-facet", type=int, default=d.thumbs_per_facet,
                    help=f"exemplar thumbnails stored per facet, nearest first; -1 for all (default {d.thumbs_per_facet})")
-    x = parser.add_argument_group("scaling out (Ray: pip install -r requirements-ray.txt)")
+    r.add_argument("--no-pca-codes", dest="pca_codes", action="store_false", default=not demo,
+                   help="do not store each exemplar's PCA-50 code" + (" (the demo never does)" if demo else ""))
+
+
+def _add_ray_options(x, d) -> None:
     x.add_argument("--executor", default=d.executor, metavar="{local,ray}",
                    help="local (default): build in this process; ray: split the image scan and the neuron chunks "
                         "over the workers of a Ray cluster (one progress bar; rerun the command to resume)")
@@ -117,8 +132,6 @@ def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
                                                      "processes (default 1)")
     x.add_argument("--ray-workers", type=int, metavar="N", help="Ray workers to start (default: as many as the cluster's free "
                                                    "CPUs and GPUs hold at the sizes above)")
-    r.add_argument("--no-pca-codes", dest="pca_codes", action="store_false", default=not demo,
-                   help="do not store each exemplar's PCA-50 code" + (" (the demo never does)" if demo else ""))
 
 
 def make_parser() -> argparse.ArgumentParser:
