@@ -9,6 +9,7 @@ tokens or fc (windowed attention internals), which are left out of the list.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections import Counter
@@ -42,4 +43,6 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help="torchvision classifiers (default: every one)")
+    main(parser.parse_args().names)

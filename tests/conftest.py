@@ -52,7 +52,7 @@ def fashion_train():
 @pytest.fixture(scope="session")
 def small_store(tmp_path_factory, demo_weights):
     """A real build of 9 neurons x 4 methods on the first 2,000 training images."""
-    from precompute.build.atlas import BuildConfig, build_atlas
+    from precompute.build import BuildConfig, build_atlas
     out = tmp_path_factory.mktemp("store") / "atlas"
     summary = build_atlas(BuildConfig(store=str(out), device="cpu", **SMALL_BUILD))
     return out, summary

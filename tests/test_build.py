@@ -42,7 +42,7 @@ def test_runs_record_their_config_and_seed(small_store):
 
 
 def test_synthesis_defaults_and_the_papers_loop_keeping_its_run_ids():
-    from precompute.build.atlas import BuildConfig
+    from precompute.build import BuildConfig
     assert BuildConfig(store="").synthesis() == ("fourier", ("jitter", "scale", "rotate"), 0.05)
     assert BuildConfig(store="", param="maco", learning_rate=0.02).synthesis()[::2] == ("maco", 0.02)
     paper = BuildConfig(store="", param="pixel", transforms=("jitter",))
@@ -129,7 +129,7 @@ def test_the_readme_query_answers(small_store):
 
 
 def test_building_again_is_a_no_op(small_store):
-    from precompute.build.atlas import BuildConfig, build_atlas
+    from precompute.build import BuildConfig, build_atlas
     store, first = small_store
     again = build_atlas(BuildConfig(store=str(store), device="cpu", **SMALL_BUILD))
     assert again.neurons_built == 0 and again.run_ids == first.run_ids
@@ -157,7 +157,7 @@ def test_resume_after_kill_builds_every_neuron_exactly_once(tmp_path):
 
 def test_nan_weights_fail_the_neuron_and_the_run_goes_on(tmp_path, demo_weights):
     import torch
-    from precompute.build.atlas import BuildConfig, build_atlas
+    from precompute.build import BuildConfig, build_atlas
     state = torch.load(demo_weights, weights_only=True)
     original = state["fc8.weight"][3].clone()
     state["fc8.weight"][3] = float("nan")           # class 3's logit is NaN
@@ -184,7 +184,7 @@ def test_nan_weights_fail_the_neuron_and_the_run_goes_on(tmp_path, demo_weights)
 def test_rerun_inherits_the_stored_runs_settings(small_store, tmp_path):
     import json
     import shutil
-    from precompute.build.atlas import rerun_neuron
+    from precompute.build import rerun_neuron
     store, summary = small_store
     copy = tmp_path / "copy"
     shutil.copytree(store / "parts", copy / "parts")
@@ -202,7 +202,7 @@ def test_rerun_inherits_the_stored_runs_settings(small_store, tmp_path):
 
 
 def test_progress_moves_during_synthesis_and_the_plan_comes_first(tmp_path):
-    from precompute.build.atlas import BuildConfig, build_atlas
+    from precompute.build import BuildConfig, build_atlas
 
     class Recorder:
         def __init__(self):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT, query, start_and_kill_after_two_chunks
-from precompute.build.atlas import BuildConfig, build_atlas
+from precompute.build import BuildConfig, build_atlas
 from precompute.cli import main
 from ray_faults import CRASH_DIR_ENV
 
