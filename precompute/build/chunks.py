@@ -54,7 +54,6 @@ class MfvInputs:
         return ids[fires].numpy(), values[fires].double().numpy(), "ok", None
 
 
-
 class ChunkBuilder:
     """Builds chunks of one plan into one store (`build`); MFV chunks need the scan's `inputs`."""
 
@@ -72,7 +71,7 @@ class ChunkBuilder:
         self.timings = Timings()
 
     def build(self, method: str, run_id: str, layer: str, units: list[int],
-                     advance: Callable[[float], None] | None = None) -> None:
+              advance: Callable[[float], None] | None = None) -> None:
         """Build and write one chunk; `advance(share)` is told the share of its synthesis done."""
         name = f"{run_id}__{layer}__{units[0]:05d}"
         if method == "mfv":

@@ -158,4 +158,3 @@ def verdicts(rows: list[dict], layers: list[str], fc_layers: list[str]) -> list[
     """Every claim's verdict from one model's evaluation rows; `layers` in depth order."""
     ev = Evidence(rows)
     return [claim1(ev), claim2(ev, layers), claim3(ev), claim4(ev, fc_layers)]
-
