@@ -258,15 +258,16 @@ def _block_paths(module: nn.Module) -> list[str]:
     return paths
 
 
-def _graph_layouts(module: nn.Module, input_shape: tuple) -> tuple[fx.Graph, dict[fx.Node, str], dict[str, Layout | None]]:
+def _node_layouts(module: nn.Module, input_shape: tuple) -> tuple[dict[fx.Node, str], dict[str, Layout | None]]:
+    """The traced graph's node names (graph order) and each named node's layout."""
     graph, name_of = _trace(module)
     found = layouts(module, graph, input_shape)
-    return graph, name_of, {name: found.get(node) for node, name in name_of.items()}
+    return name_of, {name: found.get(node) for node, name in name_of.items()}
 
 
 def _discover(module: nn.Module, input_shape: tuple) -> tuple[dict[str, LayerInfo], dict[str, str], dict]:
     """Conv and linear layers and block outputs (graph order), the fc8/fc7 aliases, and every node's layout."""
-    _, name_of, found = _graph_layouts(module, input_shape)
+    name_of, found = _node_layouts(module, input_shape)
     names = list(name_of.values())
     picked = [name for node, name in name_of.items() if _conv_or_linear(module, node) and found[name]]
     if not picked:
@@ -305,7 +306,7 @@ def demo_spec(weights: Path) -> ModelSpec:
     module = DemoNet(len(FASHION_CLASSES))
     sha = _apply_weights(module, weights)
     module.eval().requires_grad_(False)
-    *_, found = _graph_layouts(module, (1, 28, 28))
+    _, found = _node_layouts(module, (1, 28, 28))
     roles = {**dict.fromkeys(DEMO_LAYERS, "hidden"), "fc7": "embedding", "fc8": "logits"}
     layers = {name: _info(name, found[name], role) for name, role in roles.items()}
     return ModelSpec(name="demo", module=module, preprocess=Normalize((PIXEL_MEAN,), (PIXEL_STD,)),
