@@ -75,7 +75,10 @@ def test_auto_precision_is_bf16_only_where_it_was_measured_faster(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     assert resolve_precision("auto", torch.device("cpu")) == "fp32", "AVX512-BF16 without AMX: not faster"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert resolve_precision("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")   # ATEN_CPU_CAPABILITY=avx2
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32", "AMX is reached only by the AVX512 kernels"
 
 
 @pytest.mark.numerics

@@ -41,12 +41,16 @@ def resolve_precision(name: str, device: torch.device) -> str:
     it keeps the result (benchmarks/precision.py; BENCHMARKS.md, "Precision"). Measured per image-step:
     with AMX bf16 is 2.8x faster on the demo and lands within 5% of fp32's activations; on a CPU with
     no native bf16 (AVX2 or scalar kernels) it is 10x slower. AVX512-BF16 without AMX (AMD Zen 4) was
-    not reachable to measure, and a full demo build there ran 2x longer than with AMX: fp32."""
+    not reachable to measure, and a full demo build there ran 2x longer than with AMX: fp32. AMX is
+    used only by torch's AVX512 kernels: under others (ATEN_CPU_CAPABILITY=avx2) bf16 takes the slow
+    paths, and a ViT's attention fails outright ("pack_vnni2 is only supported when avx512 is
+    supported"): fp32 there too."""
     if name != "auto":
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if torch.cpu._is_amx_tile_supported() else "fp32"
+    amx_kernels = torch.cpu._is_amx_tile_supported() and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    return "bf16" if amx_kernels else "fp32"
 
 
 def default_batch_size(input_size: int, device: torch.device) -> int:
