@@ -27,6 +27,7 @@ def test_merged_shards_equal_one_full_scan(demo_spec, images, bounds):
         got = merged.layers[name]
         assert torch.equal(got.top_values, layer.top_values), name
         assert torch.equal(got.top_indices, layer.top_indices), name
+        assert torch.equal(got.top_positions, layer.top_positions), name
         assert torch.equal(got.nonfinite, layer.nonfinite)
     assert torch.equal(merged.readable, full.readable) and bool(merged.readable.all())
     assert torch.equal(merged.own_class_logit, full.own_class_logit)
@@ -56,3 +57,15 @@ def test_codes_over_the_budget_are_dropped(demo_spec, images, monkeypatch):
     # each shard's codes fit, all of them together do not: the driver embeds just the exemplars instead
     monkeypatch.setattr(activations, "CODE_BUDGET_BYTES", 500 * demo_spec.embedding_dim * 4)
     assert merge_scans(shards, 40).codes is None
+
+
+def test_each_top_image_keeps_where_the_unit_fired_most(demo_spec, images):
+    result = _scan(demo_spec, images, top_n=5)
+    conv = result.layers["conv2"]
+    ids = conv.top_indices[:, 0]                                   # each unit's strongest image
+    with torch.no_grad():
+        out = demo_spec.extractor(("conv2",))(demo_spec.preprocess(images.pixels(ids)))["conv2"]
+    own = out[torch.arange(len(ids)), torch.arange(len(ids))].flatten(1)   # unit u on its own top image
+    assert torch.equal(conv.top_positions[:, 0], own.argmax(1))
+    assert torch.allclose(conv.top_values[:, 0], own.amax(1))
+    assert bool((result.layers["fc6"].top_positions == -1).all())   # fc units have no position

@@ -3,7 +3,7 @@
 For each layer the pass keeps, for all units at once, the N largest activations seen so far
 (values and image indices), merged batch by batch on the device, so that state is
 O(units x N) whatever the dataset size. A conv channel is ranked by its most active spatial
-position. For the logits layer it also keeps each image's logit for its own class (class
+position, which is kept too (where in the image the unit fired). For the logits layer it also keeps each image's logit for its own class (class
 neurons use all images of their class, as the paper does).
 
 Embedding codes (fc7) are kept for every image during the pass when they fit in
@@ -26,6 +26,7 @@ class LayerScan:
     top_values: torch.Tensor     # units x N, descending
     top_indices: torch.Tensor    # units x N image indices
     nonfinite: torch.Tensor      # units, bool: saw NaN/Inf
+    top_positions: torch.Tensor  # units x N: the flat H x W position where the unit fired most (-1: fc)
 
 
 class Codes:
@@ -53,20 +54,28 @@ class ScanResult:
 
 def _unit_scores(output: torch.Tensor) -> torch.Tensor:
     """B x units: conv channels at their most active position, fc units as they are."""
-    return output.flatten(2).amax(2) if output.dim() == 4 else output
+    return _unit_peaks(output)[0]
 
 
-def _merge_top(state, scores: torch.Tensor, indices: torch.Tensor, top_n: int):
-    values = scores.T                                 # units x B
+def _unit_peaks(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """B x units scores (as _unit_scores) and the flat position of each conv channel's peak (-1: fc)."""
+    if output.dim() == 4:
+        return output.flatten(2).max(2)
+    return output, torch.full_like(output, -1, dtype=torch.long)
+
+
+def _merge_top(state, scores: torch.Tensor, positions: torch.Tensor, indices: torch.Tensor, top_n: int):
+    values, where = scores.T, positions.T             # units x B
     idx = indices.expand(values.shape[0], -1)
     if state is not None:
         values = torch.cat([state[0], values], 1)
         idx = torch.cat([state[1], idx], 1)
-    return _top(values, idx, top_n)
+        where = torch.cat([state[2], where], 1)
+    return _top(values, idx, where, top_n)
 
 
-def _top(values: torch.Tensor, indices: torch.Tensor, top_n: int):
-    """Per row, the top_n values and their image indices, ties to the lower image index.
+def _top(values: torch.Tensor, indices: torch.Tensor, positions: torch.Tensor, top_n: int):
+    """Per row, the top_n values, their image indices and peak positions, ties to the lower image index.
 
     `indices` must ascend along each row among equal values (true when earlier images come first).
     A stable sort then orders by (value desc, image index asc): one total order, so the result does
@@ -74,7 +83,7 @@ def _top(values: torch.Tensor, indices: torch.Tensor, top_n: int):
     duplicate images, common in real datasets, tie exactly)."""
     best, pos = values.sort(dim=1, descending=True, stable=True)
     keep = min(top_n, values.shape[1])
-    return best[:, :keep], indices.gather(1, pos[:, :keep])
+    return best[:, :keep], indices.gather(1, pos[:, :keep]), positions.gather(1, pos[:, :keep])
 
 
 @torch.no_grad()
@@ -98,10 +107,10 @@ def scan(spec: ModelSpec, dataset, layers: list[str], top_n: int, device: torch.
         out = net(spec.preprocess(pixels.to(device, non_blocking=True)))
         on_device = idx.to(device)[None, :]
         for name in layers:
-            scores = _unit_scores(out[name].float())
+            scores, positions = _unit_peaks(out[name].float())
             bad[name] |= ~torch.isfinite(scores).all(0)
             scores = torch.nan_to_num(scores, nan=-torch.inf, posinf=-torch.inf)
-            tops[name] = _merge_top(tops[name], scores, on_device, top_n)
+            tops[name] = _merge_top(tops[name], scores, positions, on_device, top_n)
         readable[idx] = True
         if class_of_label is not None:   # gather on the device: only one logit per image comes back
             target = class_of_label[dataset.labels[idx]]
@@ -114,7 +123,8 @@ def scan(spec: ModelSpec, dataset, layers: list[str], top_n: int, device: torch.
             progress(int(readable.sum()), n)
     codes = Codes(torch.cat(code_ids), torch.cat(code_values)) if keep_codes and code_ids else None
     return ScanResult(
-        layers={name: LayerScan(tops[name][0].cpu(), tops[name][1].cpu(), bad[name].cpu()) for name in layers},
+        layers={name: LayerScan(tops[name][0].cpu(), tops[name][1].cpu(), bad[name].cpu(), tops[name][2].cpu())
+                for name in layers},
         readable=readable, own_class_logit=own_logit, codes=codes)
 
 
@@ -135,8 +145,10 @@ def merge_scans(shards: list[ScanResult], top_n: int) -> ScanResult:
         parts = [shard.layers[name] for shard in shards]
         values = torch.cat([part.top_values for part in parts], 1)   # in image order, so ties stay
         indices = torch.cat([part.top_indices + offset for part, offset in zip(parts, offsets)], 1)
+        positions = torch.cat([part.top_positions for part in parts], 1)
         nonfinite = torch.stack([part.nonfinite for part in parts]).any(0)
-        layers[name] = LayerScan(*_top(values, indices, top_n), nonfinite)
+        best, ids, where = _top(values, indices, positions, top_n)
+        layers[name] = LayerScan(best, ids, nonfinite, where)
     return ScanResult(layers=layers, readable=torch.cat([shard.readable for shard in shards]),
                       own_class_logit=torch.cat([shard.own_class_logit for shard in shards]),
                       codes=_merge_codes(shards, offsets))
