@@ -93,6 +93,19 @@ def photo_folder(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def effnet_store(tmp_path_factory, photo_folder):
+    """A small real EfficientNet-Lite0 MFV build of two units of a conv block (receptive field 67 px)."""
+    from precompute.build import BuildConfig, build_atlas
+    out = tmp_path_factory.mktemp("effnet") / "atlas"
+    build_atlas(BuildConfig(store=str(out), model="efficientnet-lite0", data=str(photo_folder), layers=(EFFNET_CONV,),
+                            units=(0, 1), top_n=12, k=2, m=3, steps=5, device="cpu"))
+    return out
+
+
+EFFNET_CONV = "_blocks.4.add"
+
+
 def start_and_kill_after_two_chunks(args: list[str], out: Path, timeout: float) -> Path:
     """Run a build command and SIGKILL it once two chunks are committed; returns its neurons folder."""
     import signal

@@ -76,7 +76,7 @@ class AtlasBuilder:
             if name in self.units:
                 self.store.write("layers", f"{run_id}__{name}", [{
                     "run_id": run_id, "layer": name, "depth": depth, "kind": info.kind, "role": info.role,
-                    "n_units": info.n_units, "shape": "x".join(map(str, info.shape))}])
+                    "n_units": info.n_units, "shape": "x".join(map(str, info.shape))} | _field_columns(info, self.plan.fields.get(name))])
 
     # ---- the build ----------------------------------------------------------------------
     def run(self) -> BuildSummary:
@@ -158,7 +158,7 @@ class AtlasBuilder:
         """Read and check the dataset (a user's mistake surfaces here, before anything is printed);
         returns each dataset label's model class (-1: none)."""
         with self.timings.timed("load data"):
-            self.images = load_images(self.config, self.spec)
+            self.images = load_images(self.spec, self.config.model, self.config.data, self.config.max_images)
         labels = class_of_label(self.images.classes, self.spec.class_names)
         n_classes = self.spec.layers[self.spec.logits_layer].n_units
         if not bool((labels >= 0).any()) and len(self.images.classes) == n_classes:
@@ -179,11 +179,19 @@ class AtlasBuilder:
             result = self.executor.scan(self.plan, self.images, layers, labels, self.progress)
         inputs = MfvInputs(self.images, result, result.codes, labels, self.spec.class_names)
         if inputs.codes is None:   # too many images to keep every code: embed just the exemplars
-            needed = [torch.as_tensor(inputs.exemplar_set(self.spec, layer, unit)[0])
+            needed = [torch.as_tensor(inputs.exemplar_set(self.spec, layer, unit).ids)
                       for layer in layers for unit in self.units[layer]]
             with self.timings.timed("embed"):
                 inputs.codes = embed(self.spec, self.images, torch.cat(needed), self.plan.device)
         return inputs
+
+
+def _field_columns(info, field) -> dict:
+    """A layer row's receptive-field columns."""
+    if field is not None:
+        return {"rf_size": list(field.size), "rf_stride": list(field.stride), "rf_offset": list(field.offset),
+                "rf_method": field.method}
+    return {"rf_method": None if info.kind == "fc" else "whole image"}
 
 
 def _duration(seconds: float) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -20,11 +20,21 @@ from ..engine.activations import Codes, ScanResult
 from ..engine.facets import FacetFinder, diversity_null, facet_diversity
 from ..engine.images import thumbnail, to_png
 from ..engine.models import ModelSpec
+from ..engine.receptive import crop
 from ..engine.synthesis import measure, noise_init, render
 from .plan import Plan
 from .runtime import Timings, image_key
 
 BatchDone = Callable[[float, int, int, str], None]   # (seconds, images, steps, layer) of a synthesis batch
+
+
+class Exemplars(NamedTuple):
+    """The images a neuron is clustered on, or why it has none."""
+    ids: np.ndarray               # image ids
+    activations: np.ndarray
+    positions: np.ndarray | None  # conv and token layers: flat H x W position of the unit's peak in each
+    status: str                   # "ok", "dead" or "failed"
+    reason: str | None = None
 
 
 @dataclass
@@ -36,22 +46,25 @@ class MfvInputs:
     class_of_label: torch.Tensor   # dataset label -> model class (-1: none)
     class_names: list[str]         # the model's, or the folder's when folder order is class order
 
-    def exemplar_set(self, spec: ModelSpec, layer: str, unit: int) -> tuple[np.ndarray, np.ndarray, str, str | None]:
-        """(image ids, activations, status, reason) of the images a neuron is clustered on."""
+    def exemplar_set(self, spec: ModelSpec, layer: str, unit: int) -> Exemplars:
+        """The images a neuron is clustered on."""
         info, scan_result = spec.layers[layer], self.scan.layers[layer]
+        none = np.empty(0, np.int64), np.empty(0), None
         if bool(scan_result.nonfinite[unit]):
-            return np.empty(0, np.int64), np.empty(0), "failed", "NaN/Inf activation on training images"
+            return Exemplars(*none, "failed", "NaN/Inf activation on training images")
         if info.role == "logits" and bool((self.class_of_label == unit).any()):
             mine = (self.class_of_label[self.images.labels] == unit) & self.scan.readable
             ids = torch.nonzero(mine)[:, 0]
-            return ids.numpy(), self.scan.own_class_logit[ids].double().numpy(), "ok", None
+            return Exemplars(ids.numpy(), self.scan.own_class_logit[ids].double().numpy(), None, "ok")
         values, ids = scan_result.top_values[unit], scan_result.top_indices[unit]
-        if info.role == "logits":   # a logit has no "off": its N highest-scoring images
-            return ids.numpy(), values.double().numpy(), "ok", None
-        fires = values > 0   # units that fire on fewer than N images cluster only those images
-        if not bool(fires.any()):
-            return np.empty(0, np.int64), np.empty(0), "dead", f"never fires on the {int(self.scan.readable.sum())} training images"
-        return ids[fires].numpy(), values[fires].double().numpy(), "ok", None
+        positions = scan_result.top_positions[unit] if info.kind != "fc" else None
+        # a logit has no "off": its N highest-scoring images; a unit that fires on fewer than N images
+        # clusters only those images
+        keep = torch.ones_like(values, dtype=torch.bool) if info.role == "logits" else values > 0
+        if not bool(keep.any()):
+            return Exemplars(*none, "dead", f"never fires on the {int(self.scan.readable.sum())} training images")
+        return Exemplars(ids[keep].numpy(), values[keep].double().numpy(),
+                         None if positions is None else positions[keep].numpy(), "ok")
 
 
 class ChunkBuilder:
@@ -90,19 +103,19 @@ class ChunkBuilder:
 
     # ---- MFV ------------------------------------------------------------------------------
     def facet_inputs(self, layer: str, units: list[int]) -> tuple[list[dict], list[tuple]]:
-        """Each unit's neuron row, and (row, ids, acts, codes) of the units that get facets."""
+        """Each unit's neuron row, and (row, exemplars, codes) of the units that get facets."""
         neurons, todo = [], []
         for unit in units:
-            ids, acts, status, reason = self.inputs.exemplar_set(self.spec, layer, unit)
-            row = _neuron_row(self.spec, layer, unit, status, reason, len(ids))
+            exemplars = self.inputs.exemplar_set(self.spec, layer, unit)
+            row = _neuron_row(self.spec, layer, unit, exemplars.status, exemplars.reason, len(exemplars.ids))
             neurons.append(row)
-            if status != "ok":
+            if exemplars.status != "ok":
                 continue
-            codes = self.inputs.codes.take(ids).numpy()
+            codes = self.inputs.codes.take(exemplars.ids).numpy()
             if not np.isfinite(codes).all():   # e.g. a NaN unit upstream poisons the embedding layer
                 row.update(status="failed", reason="NaN/Inf in the embedding codes of its exemplars")
                 continue
-            todo.append((row, ids, acts, codes))
+            todo.append((row, exemplars, codes))
         return neurons, todo
 
     def prefetch_facets(self, layers: dict[str, list[int]]) -> None:
@@ -125,47 +138,78 @@ class ChunkBuilder:
             else:
                 neurons, todo = self.facet_inputs(layer, units)
                 found_all = self.finder.fit_many([codes for *_, codes in todo], self.workers)
-        for (row, ids, acts, codes), found in zip(todo, found_all):
-            unit = row["unit"]
-            row.update(k=found.k, max_activation=float(acts.max()),
+        mean_codes = {}
+        for (row, chosen, codes), found in zip(todo, found_all):
+            unit, ids = row["unit"], chosen.ids
+            row.update(k=found.k, max_activation=float(chosen.activations.max()),
                        facet_diversity=_none_if_nan(facet_diversity(codes, found.labels)),
                        diversity_null=_none_if_nan(diversity_null(found.labels)))
             row.update(_top_class(self.inputs.images, ids))
-            self._add_exemplars(exemplars, layer, unit, ids, acts, found)
-            thumbnails += self._new_thumbnails(ids, found)
+            shown = self._shown(found)
+            self._add_exemplars(exemplars, layer, unit, chosen, found, shown)
+            thumbnails += self._new_thumbnails(ids[shown])
             for facet, members in enumerate(self.finder.init_members(found)):
                 init = self.inputs.images.pixels(ids[members]).mean(0)
                 jobs.append((unit, facet, len(found.nearest[facet]), init))
+                mean_codes[unit, facet] = codes[found.nearest[facet]].mean(0).tolist()
         facets = self._synthesize("mfv", layer, jobs, advance)
+        for row in facets:   # what a reverse lookup compares an image's code with
+            row["mean_code"] = mean_codes[row["unit"], row["facet"]]
         _summarize(neurons, facets)
         return neurons, facets, exemplars, thumbnails
 
-    def _new_thumbnails(self, ids: np.ndarray, found) -> list[dict]:
-        """Thumbnails of the exemplars nearest each centroid that the store does not have yet."""
+    def _shown(self, found) -> np.ndarray:
+        """Which exemplars get a thumbnail (and a receptive-field crop): those nearest each centroid."""
         per_facet = self.config.thumbs_per_facet
-        wanted = ids if per_facet < 0 else np.concatenate([ids[m[:per_facet]] for m in found.nearest])
+        if per_facet < 0:
+            return np.arange(len(found.labels))
+        return np.concatenate([members[:per_facet] for members in found.nearest])
+
+    def _new_thumbnails(self, ids: np.ndarray) -> list[dict]:
+        """Thumbnails of the images `ids` that the store does not have yet."""
         rows = []
-        for image_id in dict.fromkeys(int(i) for i in wanted):
+        for image_id in dict.fromkeys(int(i) for i in ids):
             if image_id not in self.thumbnailed:
                 self.thumbnailed.add(image_id)
                 rows.append({"dataset": self.dataset, "image_id": image_id,
                              "png": to_png(thumbnail(self.inputs.images.pixels([image_id])[0]))})
         return rows
 
-    def _add_exemplars(self, columns: dict, layer: str, unit: int, ids, acts, found) -> None:
+    def _crops(self, layer: str, ids: np.ndarray, positions: np.ndarray) -> list[bytes | None]:
+        """Thumbnails of the receptive-field crops around each image's peak (None: no receptive field)."""
+        field = self.plan.fields.get(layer)
+        if field is None:
+            return [None] * len(ids)
+        width = self.spec.layers[layer].shape[2]
+        pixels = self.inputs.images.pixels(ids)
+        return [to_png(thumbnail(crop(image, field, *divmod(int(p), width)))) for image, p in zip(pixels, positions)]
+
+    def _add_exemplars(self, columns: dict, layer: str, unit: int, chosen: Exemplars, found, shown: np.ndarray) -> None:
+        ids = chosen.ids
         rank = np.empty(len(ids), dtype=np.int64)
         for members in found.nearest:
             rank[members] = np.arange(len(members))
         columns["layer"] += [layer] * len(ids)
         columns["unit"] += [unit] * len(ids)
         columns["image_id"] += ids.tolist()
-        columns["activation"] += acts.tolist()
+        columns["activation"] += chosen.activations.tolist()
         columns["pca"] += list(found.pca.astype(np.float32)) if self.config.pca_codes else [None] * len(ids)
         columns["tsne_x"] += found.tsne[:, 0].tolist()
         columns["tsne_y"] += found.tsne[:, 1].tolist()
         columns["facet"] += found.labels.tolist()
         columns["rank_in_facet"] += rank.tolist()
         columns["dist_to_centroid"] += found.dist.tolist()
+        crops: list[bytes | None] = [None] * len(ids)
+        if chosen.positions is None:
+            columns["pos_y"] += crops
+            columns["pos_x"] += crops
+        else:
+            y, x = np.divmod(chosen.positions, self.spec.layers[layer].shape[2])
+            columns["pos_y"] += y.tolist()
+            columns["pos_x"] += x.tolist()
+            for i, png in zip(shown, self._crops(layer, ids[shown], chosen.positions[shown])):
+                crops[i] = png
+        columns["crop_png"] += crops
 
     # ---- baselines -------------------------------------------------------------------------
     def _baseline_chunk(self, method: str, layer: str, units: list[int], advance=None):

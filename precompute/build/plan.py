@@ -20,6 +20,8 @@ import torch
 from ..core.errors import AtlasError, choose
 from ..core.methods import DATA_FREE, METHODS, PARAMETERIZATIONS
 from ..engine.models import ModelSpec, load_model
+from ..core.fields import ReceptiveField
+from ..engine.receptive import receptive_fields
 from ..engine.synthesis import PRECISIONS, Schedule, center_bias_schedule, diversity_schedule, mfv_schedule
 from .runtime import dataset_name, default_batch_size, resolve_device, resolve_precision
 
@@ -125,6 +127,7 @@ class Plan:
     batch_size: int                 # images per synthesis batch
     workers: int                    # processes for facet finding
     dataset: str                    # what the images are, part of every run's identity
+    fields: dict[str, ReceptiveField | None]   # layer -> receptive field (None: fc, or the whole image)
 
     def run_id(self, method: str) -> str:
         ident = self.config.identity(method, self.spec.weights_sha256, self.dataset)
@@ -148,9 +151,9 @@ def make_plan(config: BuildConfig) -> Plan:
     param, transforms, rate = config.synthesis()   # recorded as what runs, so a rerun inherits it
     config = dataclasses.replace(config, param=param, transforms=transforms, learning_rate=rate,
                                  scale_range=config.scale_for(spec.input_shape[1]))
-    return Plan(config, spec, device, _select_units(spec, config),
-                config.batch_size or default_batch_size(spec.input_shape[1], device),
-                config.workers or os.cpu_count() or 1, dataset_name(config))
+    units = _select_units(spec, config)
+    return Plan(config, spec, device, units, config.batch_size or default_batch_size(spec.input_shape[1], device),
+                config.workers or os.cpu_count() or 1, dataset_name(config), receptive_fields(spec, units))
 
 
 def validate(config: BuildConfig) -> None:

@@ -3,6 +3,7 @@ the code's version, and per-image seeds. Shared by the builder, the executors, e
 benchmarks."""
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import zlib
@@ -16,7 +17,7 @@ import torch
 from .. import __version__
 from ..core.errors import AtlasError
 from ..demo.data import load_fashion_mnist
-from ..engine.models import REPO_ROOT, ModelSpec
+from ..engine.models import REPO_ROOT, ModelSpec, load_model
 
 if TYPE_CHECKING:
     from .plan import BuildConfig
@@ -87,11 +88,33 @@ def dataset_name(config: BuildConfig) -> str:
     return base + (f"[:{config.max_images}]" if config.max_images else "")
 
 
-def load_images(config: BuildConfig, spec: ModelSpec):
-    if config.model == "demo":
-        return load_fashion_mnist(train=True, data_dir=config.data).head(config.max_images)
+def load_images(spec: ModelSpec, model: str, data: str | None = None, max_images: int | None = None):
+    """The images of a build: the demo's Fashion-MNIST training set, or an image folder sized for `spec`."""
+    if model == "demo":
+        return load_fashion_mnist(train=True, data_dir=data).head(max_images)
     from ..engine.imagefolder import FolderSet
-    return FolderSet(config.data, size=spec.input_shape[1], channels=spec.input_shape[0], max_images=config.max_images)
+    return FolderSet(data, size=spec.input_shape[1], channels=spec.input_shape[0], max_images=max_images)
+
+
+def spec_of_run(run: dict) -> ModelSpec:
+    """The model a stored run (a `runs` row) was built with; AtlasError if its weights changed since."""
+    config = json.loads(run["config_json"])
+    spec = load_model(config["model"], config.get("weights"), config.get("input_size"),
+                      _tuple(config.get("mean")), _tuple(config.get("std")), config.get("seed", 0))
+    if spec.weights_sha256 != run["model_sha256"]:
+        raise AtlasError(f"the weights of model {config['model']!r} differ from those the store was built with "
+                         f"({spec.weights_sha256[:12]} vs {run['model_sha256'][:12]}); this needs the same weights")
+    return spec
+
+
+def images_of_run(run: dict, spec: ModelSpec):
+    """The dataset a stored MFV run's image ids index."""
+    config = json.loads(run["config_json"])
+    return load_images(spec, config["model"], config.get("data"), config.get("max_images"))
+
+
+def _tuple(value):
+    return tuple(value) if value is not None else None
 
 
 def class_of_label(classes: list[str], model_classes: list[str]) -> torch.Tensor:

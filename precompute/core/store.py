@@ -22,7 +22,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 3   # 2: the evaluations table (precompute.evidence.evaluate); 3: the scores table
+SCHEMA_VERSION = 4   # 2: the evaluations table (precompute.evidence.evaluate); 3: the scores table;
+                     # 4: receptive fields, exemplar positions and crops, facet mean codes
 DB_NAME = "atlas.duckdb"
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -37,6 +38,10 @@ SCHEMAS: dict[str, pa.Schema] = {
     "layers": pa.schema([
         ("run_id", pa.string()), ("layer", pa.string()), ("depth", pa.int32()), ("kind", pa.string()),
         ("role", pa.string()), ("n_units", pa.int32()), ("shape", pa.string()),
+        # conv and token layers: output position (y, x) sees input rows rf_offset[0] + y * rf_stride[0] ...
+        # + rf_size[0] (columns likewise; may reach past the image); NULL: fc, or the whole image
+        ("rf_size", pa.list_(pa.int32())), ("rf_stride", pa.list_(pa.int32())), ("rf_offset", pa.list_(pa.int32())),
+        ("rf_method", pa.string()),   # 'geometry', 'gradient' or 'whole image' (NULL: fc)
     ]),
     "neurons": pa.schema([
         ("run_id", pa.string()), ("layer", pa.string()), ("unit", pa.int32()), ("label", pa.string()),
@@ -50,12 +55,16 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("size", pa.int32()), ("init_png", pa.binary()), ("image_png", pa.binary()),
         ("act_init", pa.float64()), ("act_final", pa.float64()), ("target_prob", pa.float64()),
         ("top1_hit", pa.bool_()), ("steps", pa.int32()),
+        ("mean_code", pa.list_(pa.float32())),   # MFV: the mean embedding (fc7) code of the facet's exemplars
     ]),
     "exemplars": pa.schema([
         ("run_id", pa.string()), ("layer", pa.string()), ("unit", pa.int32()), ("image_id", pa.int64()),
         ("activation", pa.float64()), ("pca", pa.list_(pa.float32())), ("tsne_x", pa.float32()),
         ("tsne_y", pa.float32()), ("facet", pa.int32()), ("rank_in_facet", pa.int32()),
         ("dist_to_centroid", pa.float32()),
+        # conv and token layers: the output position where the unit fired most on this image, and (for the
+        # exemplars that have a thumbnail) the receptive-field crop around it
+        ("pos_y", pa.int32()), ("pos_x", pa.int32()), ("crop_png", pa.binary()),
     ]),
     # One thumbnail per training image, shared by every neuron and run over that dataset.
     "thumbnails": pa.schema([("dataset", pa.string()), ("image_id", pa.int64()), ("png", pa.binary())]),
@@ -162,7 +171,8 @@ class Store:
                 con.unregister("empty_arrow")
                 if files:
                     listing = ", ".join(f"'{f.as_posix()}'" for f in files)
-                    rows = f"SELECT * FROM read_parquet([{listing}])"
+                    # by name: parts written before a column was added read it as NULL
+                    rows = f"SELECT {', '.join(schema.names)} FROM read_parquet([{listing}], union_by_name = true)"
                     if table == "thumbnails":   # two builds may have stored the same image
                         rows = f"SELECT DISTINCT ON (dataset, image_id) * FROM ({rows}) ORDER BY dataset, image_id"
                     con.execute(f"INSERT INTO {table} {rows}")

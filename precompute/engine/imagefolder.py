@@ -19,11 +19,17 @@ from ..core.errors import AtlasError
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".tif", ".tiff")
 
 
+def to_pixels(image: Image.Image, size: int, channels: int, margin: bool = True) -> torch.Tensor:
+    """A decoded image as the network sees it, C x H x W in [0, 1]: shorter side resized to 256/224 of
+    `size` (`margin`, the ImageNet evaluation convention; else to `size`), centre-cropped to size x size."""
+    image = image.convert("L" if channels == 1 else "RGB")
+    resized = transforms.functional.resize(image, round(size * 256 / 224) if margin else size)
+    return transforms.functional.to_tensor(transforms.functional.center_crop(resized, size))
+
+
 class _Files(Dataset):
     def __init__(self, files: list[Path], size: int, channels: int):
-        self.files, self.channels = files, channels
-        self.transform = transforms.Compose([transforms.Resize(round(size * 256 / 224)),
-                                             transforms.CenterCrop(size), transforms.ToTensor()])
+        self.files, self.size, self.channels = files, size, channels
 
     def __len__(self) -> int:
         return len(self.files)
@@ -31,8 +37,7 @@ class _Files(Dataset):
     def __getitem__(self, i: int):
         try:
             with Image.open(self.files[i]) as image:
-                image = image.convert("L" if self.channels == 1 else "RGB")
-                return i, self.transform(image)
+                return i, to_pixels(image, self.size, self.channels)
         except (OSError, ValueError, SyntaxError):   # truncated, corrupt, not an image
             return i, None
 

@@ -92,20 +92,6 @@ def pick_runs(con) -> tuple[dict[str, dict], list[str]]:
     return chosen, skipped
 
 
-def load_spec(run: dict) -> ModelSpec:
-    config = json.loads(run["config_json"])
-    spec = load_model(config["model"], config.get("weights"), config.get("input_size"),
-                      _tuple(config.get("mean")), _tuple(config.get("std")), config.get("seed", 0))
-    if spec.weights_sha256 != run["model_sha256"]:
-        raise AtlasError(f"the weights of model {config['model']!r} differ from those the store was built with "
-                         f"({spec.weights_sha256[:12]} vs {run['model_sha256'][:12]}); evaluate needs the same weights")
-    return spec
-
-
-def _tuple(value):
-    return tuple(value) if value is not None else None
-
-
 def layer_order(con, run_ids: list[str]) -> list[tuple[str, str]]:
     """(layer, kind) of every layer the runs cover, input to output."""
     marks = ",".join("?" * len(run_ids))
@@ -130,12 +116,9 @@ def neighbourhoods(con, mfv_run: dict | None, spec: ModelSpec, device, progress)
     image set they index; ({}, None) without an MFV run (data-free stores have no exemplars)."""
     if mfv_run is None:
         return {}, None
+    from ..build.runtime import images_of_run
     from ..engine.activations import embed
-    from ..build.plan import BuildConfig
-    from ..build.runtime import load_images
-    config = json.loads(mfv_run["config_json"])
-    images = load_images(BuildConfig(store="", model=config["model"], data=config.get("data"),
-                                     max_images=config.get("max_images")), spec)
+    images = images_of_run(mfv_run, spec)
     rows = con.execute("""SELECT layer, unit, list(image_id ORDER BY facet, rank_in_facet),
                                  list(facet ORDER BY facet, rank_in_facet)
                           FROM exemplars WHERE run_id = ? GROUP BY ALL""", [mfv_run["run_id"]]).fetchall()
@@ -351,14 +334,14 @@ def evaluate_store(store_dir: str | Path, progress=None, device: str = "auto", h
     """Measure every run of the store (one per method) and (re)write its evaluations and the
     explanation scores of its images (those need held-out images: the demo's test split, else
     the folder `heldout`)."""
-    from ..build.runtime import resolve_device
+    from ..build.runtime import resolve_device, spec_of_run
     start = time.perf_counter()
     progress = progress or (lambda task, done, total: None)
     store, con = open_store(store_dir)
     try:
         runs, skipped = pick_runs(con)
         reference = runs.get("mfv") or next(iter(runs.values()))
-        spec = load_spec(reference).to(resolve_device(device))
+        spec = spec_of_run(reference).to(resolve_device(device))
         torch_device = next(spec.module.parameters()).device
         layers = layer_order(con, [run["run_id"] for run in runs.values()])
         for layer, _ in layers:
