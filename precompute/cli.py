@@ -1,10 +1,11 @@
-"""Command line: `python -m precompute {demo,build,layers,evaluate}`.
+"""Command line: `python -m precompute {demo,build,layers,evaluate,lookup}`.
 
 User mistakes (AtlasError) print one line and exit with code 2; bugs keep their traceback.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -140,7 +141,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Facet Atlas precompute: Multifaceted Feature Visualization (Nguyen, Yosinski & "
                     "Clune, 2016) for every neuron of a classifier, written to a Parquet + DuckDB store.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,build,layers,evaluate}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,build,layers,evaluate,lookup}")
     demo = sub.add_parser("demo", help="train the demo CNN if needed and build the full demo atlas",
                           description="Train the demo Fashion-MNIST CNN (if data/models has no weights) and "
                                       f"build the atlas of every neuron of every layer into {DEMO_OUT}.")
@@ -158,6 +159,7 @@ def make_parser() -> argparse.ArgumentParser:
                                                          "package.module:function (default: demo)")
     layers.add_argument("--weights", help="weights file (default: the model's shipped or random weights)")
     _add_evaluate_parser(sub)
+    _add_lookup_parser(sub)
     return parser
 
 
@@ -210,6 +212,34 @@ def _add_evaluate_parser(sub) -> None:
     evaluate.add_argument("--results", "--readme", dest="results", default=None, metavar="FILE",
                           help="rewrite the block between <!-- results:start --> and <!-- results:end --> in FILE "
                                "(the results page: docs/results.md)")
+
+
+LOOKUP_EPILOG = """examples:
+  python -m precompute lookup --store data/demo shoe.png            # files
+  python -m precompute lookup --store data/demo --id 0 --id 17 --json  # images of the store's dataset
+  python -m precompute lookup --store data/demo --exemplars 200        # how well lookup finds exemplars' neurons
+"""
+
+
+def _add_lookup_parser(sub) -> None:
+    lookup = sub.add_parser(
+        "lookup", help="which neurons and facets does an image drive? (reverse lookup)",
+        description="For each image: per layer of the store's MFV run, the units it drives most, ranked by its "
+                    "activation as a percentile of each unit's exemplar activations; for each, the facet whose "
+                    "mean fc7 code is nearest the image's; and the class neuron of the model's top-1 prediction.",
+        epilog=LOOKUP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    lookup.add_argument("images", nargs="*", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
+    lookup.add_argument("--store", required=True, help="store folder with an MFV run (e.g. data/demo)")
+    lookup.add_argument("--id", dest="ids", type=int, action="append", default=[], metavar="N",
+                        help="an image of the store's dataset by its image_id (repeatable)")
+    lookup.add_argument("--run", default=None, help="MFV run id (default: the store's largest MFV run)")
+    lookup.add_argument("--top", type=int, default=10, help="units listed per layer (default 10)")
+    lookup.add_argument("--json", action="store_true", help="print the full result as JSON")
+    lookup.add_argument("--exemplars", type=int, default=0, metavar="N",
+                        help="instead: look up N exemplar images sampled from the store and report how often the "
+                             "exemplar's own neuron is among its layer's --top units and its stored facet the nearest")
+    lookup.add_argument("--seed", type=int, default=0, help="sampling seed of --exemplars (default 0)")
+    lookup.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
 
 
 def _config(args, out: str, methods_default):
@@ -292,13 +322,33 @@ def cmd_evaluate(args, progress) -> None:
             print(f"  wrote {path}")
 
 
+def cmd_lookup(args, progress) -> None:
+    from .lookup import Lookup, as_json, check_exemplars, describe, describe_check
+    if args.top < 1:
+        raise AtlasError(f"--top must be at least 1, got {args.top}")
+    if not (args.images or args.ids or args.exemplars):
+        raise AtlasError("give image files, --id N (an image of the store's dataset) or --exemplars N")
+    lookup = Lookup(args.store, args.run, args.device)
+    if args.exemplars:
+        found = check_exemplars(lookup, args.exemplars, args.top, args.seed, progress=progress)
+        progress.close()
+        print(json.dumps(found, indent=2) if args.json else describe_check(found))
+        return
+    pixels = [lookup.pixels_of_file(path) for path in args.images] + [lookup.pixels_of_id(i) for i in args.ids]
+    names = list(args.images) + [f"image {i}" for i in args.ids]
+    import torch
+    results = lookup(torch.stack(pixels), names, args.top)
+    print(as_json(results) if args.json else "\n\n".join(describe(result, args.top) for result in results))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     from .progress import TerminalProgress
     progress = TerminalProgress()
     started = time.perf_counter()
     try:
-        hint = {"demo": cmd_demo, "build": cmd_build, "layers": cmd_layers, "evaluate": cmd_evaluate}[args.command](args, progress)
+        hint = {"demo": cmd_demo, "build": cmd_build, "layers": cmd_layers, "evaluate": cmd_evaluate,
+                "lookup": cmd_lookup}[args.command](args, progress)
     except AtlasError as exc:
         progress.close()
         print(f"error: {exc}", file=sys.stderr)
@@ -308,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished chunks are saved; run the same command again to resume", file=sys.stderr)
         return 130
     progress.close()
-    if args.command != "layers":
+    if args.command not in ("layers", "lookup"):
         print(f"done in {time.perf_counter() - started:.1f} s")
     if hint:
         print(hint)
