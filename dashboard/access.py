@@ -1,11 +1,13 @@
-"""Who may rerun: everyone in local mode; in public mode only holders of the admin token."""
+"""Who may rerun (everyone in local mode; in public mode only holders of the admin token) and
+whether lookups run (they need torch, and in public mode the admin's say-so)."""
 from __future__ import annotations
 
 import hmac
+import importlib.util
 
 import streamlit as st
 
-from dashboard.config import MODES, mode
+from dashboard.config import MODES, SWITCHES, lookup_setting, mode
 
 
 def check_mode() -> str:
@@ -46,3 +48,16 @@ def reruns_unlocked() -> bool:
     elif given:
         st.error("That token is not valid.")
     return False
+
+
+def lookup_blocked() -> str | None:
+    """Why this server runs no lookups (None: it does)."""
+    setting = lookup_setting()
+    if setting and setting not in SWITCHES:
+        return f"Unknown ATLAS_LOOKUP {setting!r}; valid values: {', '.join(SWITCHES)}."
+    if setting == "off" or (not setting and check_mode() == "public"):
+        return ("Lookups are off on this atlas: they run the model on visitors' images, which its administrator "
+                "turns on with `--lookup on` or ATLAS_LOOKUP=on.")
+    if importlib.util.find_spec("torch") is None:
+        return "Lookups need the model, and this deployment has no torch: install the full requirements.txt."
+    return None

@@ -20,6 +20,7 @@ pages = [
     st.Page(VIEWS / "neuron.py", title="Neuron", icon=":material/neurology:", url_path="neuron"),
     st.Page(VIEWS / "sql_console.py", title="SQL", icon=":material/database:", url_path="sql"),
     st.Page(VIEWS / "layers.py", title="Layers", icon=":material/bar_chart:", url_path="layers"),
+    st.Page(VIEWS / "lookup.py", title="Lookup", icon=":material/image_search:", url_path="lookup"),
     st.Page(VIEWS / "rerun.py", title="Rerun", icon=":material/replay:", url_path="rerun"),
 ]
 page = st.navigation(pages)

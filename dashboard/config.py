@@ -4,6 +4,8 @@ Store: `streamlit run dashboard/app.py -- --store DIR`, else ATLAS_STORE, else d
 Mode: `-- --mode public`, else ATLAS_MODE, else "local". In public mode the atlas is read-only
 for everyone: browsing and SQL work, reruns are open only to holders of the admin token kept
 in Streamlit secrets (`admin_token` in .streamlit/secrets.toml), and off when there is none.
+Lookup (the reverse lookup page, which runs the model on visitors' images): `-- --lookup on|off`,
+else ATLAS_LOOKUP, else on in local mode and off in public mode: there the admin turns it on.
 """
 from __future__ import annotations
 
@@ -17,12 +19,14 @@ DEMO_STORE = REPO_ROOT / "data" / "demo"
 
 
 MODES = ("local", "public")
+SWITCHES = ("on", "off")
 
 
 def _args(argv: list[str] | None):
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--store")
     parser.add_argument("--mode")
+    parser.add_argument("--lookup")
     return parser.parse_known_args(sys.argv[1:] if argv is None else argv)[0]
 
 
@@ -34,3 +38,8 @@ def store_dir(argv: list[str] | None = None) -> Path:
 def mode(argv: list[str] | None = None) -> str:
     """"local" or "public"; anything else is returned as given for the app to report."""
     return (_args(argv).mode or os.environ.get("ATLAS_MODE") or "local").strip().lower()
+
+
+def lookup_setting(argv: list[str] | None = None) -> str:
+    """"on", "off", or "" when not set (the mode decides); anything else is returned as given."""
+    return (_args(argv).lookup or os.environ.get("ATLAS_LOOKUP") or "").strip().lower()

@@ -48,14 +48,25 @@ def runs(db: Database) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def layers(db: Database, run_id: str) -> pd.DataFrame:
-    return _query(db, "SELECT layer, depth, kind, role, n_units, shape FROM layers WHERE run_id = ? ORDER BY depth",
-                  [run_id])
+    """A run's layers, with their receptive fields (NULL in stores from before they were recorded)."""
+    fields = ("rf_size, rf_stride, rf_offset, rf_method" if has_column(db, "layers", "rf_size") else
+              "NULL AS rf_size, NULL AS rf_stride, NULL AS rf_offset, NULL AS rf_method")
+    return _query(db, f"""SELECT layer, depth, kind, role, n_units, shape, {fields} FROM layers
+                             WHERE run_id = ? ORDER BY depth""", [run_id])
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def has_table(db: Database, name: str) -> bool:
     """Whether the store's database has table `name` (older stores lack the newer tables)."""
     found = _query(db, "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = ?", [name])
+    return bool(int(found["n"][0]))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def has_column(db: Database, table: str, column: str) -> bool:
+    """Whether `table` has `column` (a store consolidated by an older version lacks the newer ones)."""
+    found = _query(db, """SELECT count(*) AS n FROM information_schema.columns
+                          WHERE table_name = ? AND column_name = ?""", [table, column])
     return bool(int(found["n"][0]))
 
 
@@ -120,8 +131,10 @@ def scores(db: Database, run_id: str, layer: str, unit: int) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def exemplars(db: Database, run_id: str, layer: str, unit: int) -> pd.DataFrame:
-    return _query(db, """SELECT e.image_id, e.activation, e.tsne_x, e.tsne_y, e.facet, e.rank_in_facet,
-                                   e.dist_to_centroid, t.png AS thumb_png
+    where = ("e.pos_y, e.pos_x, e.crop_png" if has_column(db, "exemplars", "crop_png") else
+             "NULL AS pos_y, NULL AS pos_x, NULL AS crop_png")
+    return _query(db, f"""SELECT e.image_id, e.activation, e.tsne_x, e.tsne_y, e.facet, e.rank_in_facet,
+                                    e.dist_to_centroid, t.png AS thumb_png, {where}
                             FROM exemplars e JOIN runs r USING (run_id)
                             LEFT JOIN thumbnails t ON t.dataset = r.dataset AND t.image_id = e.image_id
                             WHERE e.run_id = ? AND e.layer = ? AND e.unit = ?

@@ -4,7 +4,9 @@ from __future__ import annotations
 import base64
 import io
 
-from PIL import Image
+from PIL import Image, ImageDraw
+
+from precompute.core.fields import ReceptiveField
 
 
 def upscale(png: bytes | None, size: int = 112) -> bytes | None:
@@ -39,3 +41,30 @@ def tile(pngs: list[bytes], per_row: int = 5, cell: int = 56, gap: int = 2) -> b
     out = io.BytesIO()
     sheet.save(out, format="PNG")
     return out.getvalue()
+
+
+def crop(png: bytes, field: ReceptiveField, y: int, x: int) -> bytes:
+    """The part of a full-size image (a facet, its init) that output position (y, x) sees, as the build
+    crops exemplars (ReceptiveField.window: grey where the box reaches past the image)."""
+    image = Image.open(io.BytesIO(png))
+    (top, left, bottom, right), (above, below, before, after) = field.window(y, x, image.height, image.width)
+    inside = image.crop((left, top, right, bottom))
+    out = Image.new(image.mode, (inside.width + before + after, inside.height + above + below),
+                    128 if image.mode in ("L", "P") else (128,) * len(image.getbands()))
+    out.paste(inside, (before, above))
+    buffer = io.BytesIO()
+    out.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def outline(png: bytes, field: ReceptiveField, y: int, x: int, input_size: int, size: int = 112) -> bytes:
+    """An image (a thumbnail of the full input) upscaled to about `size` px, with the box position
+    (y, x) sees drawn on it."""
+    image = Image.open(io.BytesIO(upscale(png, size))).convert("RGB")
+    scale = image.width / input_size
+    top, left, bottom, right = field.box(y, x)
+    ImageDraw.Draw(image).rectangle([left * scale, top * scale, right * scale - 1, bottom * scale - 1],
+                                    outline=(255, 64, 32), width=2)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

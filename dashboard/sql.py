@@ -215,7 +215,7 @@ _cache_lock = threading.Lock()
 _connections: dict[Path, duckdb.DuckDBPyConnection] = {}
 
 
-def _cursor_for(database) -> duckdb.DuckDBPyConnection:
+def cursor_for(database) -> duckdb.DuckDBPyConnection:
     """A fresh cursor on the cached connection for this store (opened on first use).
 
     Cursors are separate DuckDB connections to one database instance, so queries on different
@@ -301,7 +301,7 @@ def run_readonly(database, sql: str, timeout_s: float = 5.0, max_rows: int = 10_
     if max_rows < 0:
         raise ValueError("max_rows must be >= 0")
     text = check_sql(sql)
-    cursor = _cursor_for(database)
+    cursor = cursor_for(database)
     try:
         names, rows = _execute(cursor, text, params, timeout_s, max_rows + 1)
     finally:

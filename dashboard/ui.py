@@ -1,19 +1,24 @@
 """Pieces shared by the pages: the store, the chosen run, links, query-param state, images."""
 from __future__ import annotations
 
+import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from dashboard import data
 from dashboard.config import store_dir
-from dashboard.images import upscale
+from dashboard.images import crop, outline, upscale
 from dashboard.sql import QueryRejected
+from precompute.core.fields import ReceptiveField, center
 
 VIEWS = Path(__file__).resolve().parent / "views"
-PAGE_FILES = {name: VIEWS / f"{name}.py" for name in ("atlas", "neuron", "sql_console", "layers", "rerun")}
+PAGE_FILES = {name: VIEWS / f"{name}.py" for name in ("atlas", "neuron", "sql_console", "layers", "rerun", "lookup")}
+CANVAS = ("receptive field", "full image")
 
 
 @st.cache_resource(show_spinner="Opening the atlas…")
@@ -102,6 +107,68 @@ def show_image(png: bytes | None, caption: str | None = None, size: int = 112) -
         st.caption("no image")
     else:
         st.image(upscale(png, size), caption=caption)
+
+
+def field_of(layers: pd.DataFrame, layer: str) -> tuple[ReceptiveField | None, tuple[int, int] | None]:
+    """A layer's receptive field (None: fc, the whole image, or a store without fields) and its central
+    output position, where conv facets are optimized."""
+    row = layers.set_index("layer").loc[layer]
+    field = ReceptiveField.from_row(_ints(row["rf_size"]), _ints(row["rf_stride"]), _ints(row["rf_offset"]),
+                                    row["rf_method"])
+    return field, center(tuple(int(n) for n in str(row["shape"]).split("x"))) if field else None
+
+
+def _ints(value):
+    return None if value is None or (isinstance(value, float) and pd.isna(value)) else [int(v) for v in value]
+
+
+@dataclass
+class Canvas:
+    """How a page shows a conv layer's images: receptive-field crops (`cropped`) or full canvases with the
+    field outlined; images of fc layers (no field) as they are."""
+    field: ReceptiveField | None
+    middle: tuple[int, int] | None    # the central output position, where conv facets are optimized
+    cropped: bool
+    input_size: int                   # pixels across the network's input
+
+    def facet(self, png: bytes, size: int) -> bytes:
+        """A facet or init image: the receptive field of the central position, or the outlined canvas."""
+        if self.field is None:
+            return png
+        if self.cropped:
+            return crop(png, self.field, *self.middle)
+        return outline(png, self.field, *self.middle, input_size=self.input_size, size=size)
+
+    def exemplars(self, rows: pd.DataFrame, size: int = 68) -> list[bytes]:
+        """Exemplar thumbnails (rows of data.exemplars): their stored crops around where the unit fired most,
+        or the thumbnails with that field outlined."""
+        if self.field is None or rows["pos_y"].isna().any():
+            return list(rows["thumb_png"])
+        if self.cropped and rows["crop_png"].notna().all():
+            return list(rows["crop_png"])
+        return [outline(png, self.field, int(y), int(x), input_size=self.input_size, size=size)
+                for png, y, x in zip(rows["thumb_png"], rows["pos_y"], rows["pos_x"])]
+
+
+def canvas(layers: pd.DataFrame, layer: str, full_size_png: bytes, container=st) -> Canvas:
+    """The Canvas of `layer`, with the crop / full-image control where the layer has a receptive field
+    (`full_size_png`: any of its full-size facet images, for the input's size)."""
+    field, middle = field_of(layers, layer)
+    if field is None:
+        return Canvas(None, None, False, 0)
+    return Canvas(field, middle, show_crops(field, container), Image.open(io.BytesIO(full_size_png)).width)
+
+
+def show_crops(field: ReceptiveField, container=st) -> bool:
+    """Whether conv images show as receptive-field crops (the default) or as full canvases: a control,
+    kept in the URL as ?canvas=full so a shared link opens the same way."""
+    chosen = container.segmented_control(
+        "Show", CANVAS, default=CANVAS[1] if param("canvas") == "full" else CANVAS[0], key="canvas_pick",
+        help=f"A unit of this layer sees {field.size[0]} x {field.size[1]} input pixels. Receptive field: only "
+             "those (facets: around the central position they were optimized at; exemplars: around where the "
+             "unit fired most). Full image: the whole canvas, the receptive field outlined.")
+    set_params(canvas="full" if chosen == CANVAS[1] else None)
+    return chosen != CANVAS[1]
 
 
 def fmt(value, digits: int = 2) -> str:

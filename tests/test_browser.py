@@ -132,3 +132,58 @@ def test_a_shared_link_reproduces_a_neuron_page(public_server, browser):
     page.get_by_role("heading", name="Dress · fc8/3").wait_for(timeout=30_000)
     page.get_by_text("▶ facet 2").wait_for(timeout=30_000)          # the highlighted facet came with the link
     page.get_by_text("Public atlas · read-only").wait_for(timeout=30_000)
+
+
+@pytest.fixture(scope="module")
+def effnet_server(effnet_store):
+    proc, url = start(env={"ATLAS_STORE": str(effnet_store)})
+    yield url
+    stop(proc)
+
+
+def test_conv_pages_show_what_a_unit_sees_with_the_full_canvas_one_click_away(server, effnet_server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{server}/neuron?layer=conv2&unit=5", wait_until="networkidle")
+    page.get_by_text("A unit of conv2 sees 8 x 8 pixels: shown is that receptive field").wait_for(timeout=30_000)
+    page.get_by_role("radio", name="full image").click()
+    page.get_by_text("outlined in orange").wait_for(timeout=30_000)
+    assert "canvas=full" in page.url
+    page.goto(f"{server}/neuron?layer=fc6&unit=5", wait_until="networkidle")     # fc units: unchanged
+    page.get_by_role("heading", name="fc6/5 · fc6/5").wait_for(timeout=30_000)
+    assert page.get_by_role("radio", name="full image").count() == 0
+    page.goto(f"{server}/?layer=conv3", wait_until="networkidle")                # the atlas's cards too
+    page.get_by_text("of 128 neurons in conv3 match").wait_for(timeout=30_000)
+    page.get_by_role("radio", name="receptive field").wait_for(timeout=30_000)
+
+    page.goto(f"{effnet_server}/neuron?layer=_blocks.4.add&unit=1", wait_until="networkidle")
+    page.get_by_text("A unit of _blocks.4.add sees 67 x 67 pixels").wait_for(timeout=60_000)
+    assert page.get_by_text("Traceback").count() == 0
+
+
+def test_lookup_of_an_upload_and_bad_uploads_get_one_message(server, browser, tmp_path):
+    from PIL import Image
+    from precompute.demo.data import load_fashion_mnist
+    image = load_fashion_mnist(train=True).pixels([0])[0, 0]
+    good = tmp_path / "boot.png"
+    Image.fromarray((image.numpy() * 255).round().astype("uint8")).save(good)
+    (tmp_path / "notes.png").write_text("not a picture")
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:50])
+    (tmp_path / "huge.png").write_bytes(good.read_bytes() + b"\0" * (2 << 20))
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{server}/lookup", wait_until="networkidle")
+    chooser = page.locator("input[type=file]")
+    chooser.wait_for(state="attached", timeout=30_000)
+    chooser.set_input_files(str(good))
+    page.get_by_role("heading", name="Predicted: Ankle boot").wait_for(timeout=120_000)
+    page.get_by_role("tab", name="conv3").click()
+    page.get_by_text("of its exemplars at or below").first.wait_for(timeout=30_000)
+    assert page.get_by_role("link", name="Ankle boot").count() >= 1             # the class neuron, linked
+
+    for bad, message in (("notes.png", "is not an image"), ("cut.png", "could not be decoded"),
+                         ("huge.png", "1.0MB or smaller")):
+        chooser.set_input_files(str(tmp_path / bad))
+        page.get_by_text(message).first.wait_for(timeout=60_000)
+        assert page.get_by_text("Traceback").count() == 0
+    chooser.set_input_files(str(good))                                         # and the app still works
+    page.get_by_role("heading", name="Predicted: Ankle boot").wait_for(timeout=60_000)

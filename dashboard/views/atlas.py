@@ -58,6 +58,7 @@ if cards.empty:
 
 images = data.facet_images(ui.db(), run["run_id"], layer, tuple(int(u) for u in cards["unit"]))
 by_unit = {unit: group for unit, group in images.groupby("unit")}
+view = ui.canvas(layers, layer, images.iloc[0]["image_png"]) if len(images) else None
 for start in range(0, len(cards), COLUMNS):
     for col, card in zip(st.columns(COLUMNS), cards.iloc[start:start + COLUMNS].itertuples()):
         with col.container(border=True):
@@ -67,7 +68,7 @@ for start in range(0, len(cards), COLUMNS):
                 continue
             facet_pngs = by_unit.get(card.unit)
             if facet_pngs is not None:
-                st.image(tile(list(facet_pngs["image_png"][:10]), per_row=5, cell=48))
+                st.image(tile([view.facet(png, 96) for png in facet_pngs["image_png"][:10]], per_row=5, cell=48))
             st.caption(f"diversity {ui.fmt(card.facet_diversity)} (null {ui.fmt(card.diversity_null)}) · "
                        f"k={card.k} · best act {ui.fmt(card.best_act_final, 1)}"
                        + (f" · explains {card.explanation:.0%}" if pd.notna(card.explanation) else "")

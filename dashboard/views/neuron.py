@@ -71,18 +71,24 @@ exemplars = data.exemplars(ui.db(), run["run_id"], layer, unit)
 
 if not facets.empty:
     st.subheader("Facets")
+    view = ui.canvas(layers, layer, facets.iloc[0]["image_png"])
+    field, cropped = view.field, view.cropped
     st.caption("Top: the synthesized facet. Below it: its initialization (the mean of the 15 exemplars "
-               "nearest the cluster centre) and the 4 exemplars nearest the centre.")
+               "nearest the cluster centre) and the 4 exemplars nearest the centre."
+               + (f" A unit of `{layer}` sees {field.size[0]} x {field.size[1]} pixels: "
+                  + ("shown is that receptive field, around the central position for facets and inits and around "
+                     "where the unit fired most for exemplars." if cropped else "outlined in orange.")
+                  if field else ""))
     per_row = 5
     for start in range(0, len(facets), per_row):
         for col, facet in zip(st.columns(per_row), facets.iloc[start:start + per_row].itertuples()):
             with col.container(border=True):
                 marker = "▶ " if selected == facet.facet else ""
-                ui.show_image(facet.image_png, f"{marker}facet {facet.facet} · {facet.size} images", 140)
-                ui.show_image(facet.init_png, "init (mean image)", 70)
+                ui.show_image(view.facet(facet.image_png, 140), f"{marker}facet {facet.facet} · {facet.size} images", 140)
+                ui.show_image(view.facet(facet.init_png, 70), "init (mean image)", 70)
                 nearest = exemplars[(exemplars["facet"] == facet.facet) & exemplars["thumb_png"].notna()].head(4)
                 if len(nearest):
-                    st.image(tile(list(nearest["thumb_png"]), per_row=4, cell=34, gap=2))
+                    st.image(tile(view.exemplars(nearest), per_row=4, cell=34, gap=2))
                 prob = f" · p={facet.target_prob:.2f}" if pd.notna(facet.target_prob) else ""
                 hit = " ✓ top-1" if facet.top1_hit is True else " ✗ not top-1" if facet.top1_hit is False else ""
                 explains = f" · explains {facet_scores[facet.facet]:.0%}" if facet.facet in facet_scores else ""
