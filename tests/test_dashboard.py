@@ -197,3 +197,50 @@ def test_layers_page_says_how_to_evaluate_a_store_without_evaluations(small_stor
     monkeypatch.setenv("ATLAS_STORE", str(tmp_path / "store"))
     at = page("layers")
     assert any("python -m precompute evaluate --store" in i.value for i in at.info), texts(at)
+
+
+def test_lookup_page_by_dataset_id_is_a_link():
+    at = page("lookup", id=0)
+    body = texts(at)
+    assert "Predicted: Ankle boot" in body and "its class neuron" in body and "of its exemplars at or below" in body
+    assert at.number_input[0].value == 0
+    at = page("lookup", id=60000)
+    assert "image id 60000 is out of range: the store's dataset has ids 0..59999" in texts(at)
+
+
+@pytest.mark.parametrize("mode, setting, message", [
+    ("public", None, "Lookups are off on this atlas"),
+    ("local", "off", "Lookups are off on this atlas"),
+    ("public", "maybe", "Unknown ATLAS_LOOKUP 'maybe'; valid values: on, off."),
+])
+def test_lookup_is_off_in_public_mode_unless_the_admin_turns_it_on(monkeypatch, mode, setting, message):
+    monkeypatch.setenv("ATLAS_MODE", mode)
+    if setting:
+        monkeypatch.setenv("ATLAS_LOOKUP", setting)
+    at = page("lookup")
+    assert message in texts(at) and not at.get("file_uploader")
+
+
+def test_public_mode_with_lookup_on_takes_uploads(monkeypatch):
+    monkeypatch.setenv("ATLAS_MODE", "public")
+    monkeypatch.setenv("ATLAS_LOOKUP", "on")
+    at = page("lookup")
+    assert "Lookups are off" not in texts(at) and len(at.get("file_uploader")) == 1
+
+
+def test_lookups_run_one_at_a_time_under_a_time_limit(monkeypatch):
+    import threading
+    from dashboard import lookups
+    release = threading.Event()
+    monkeypatch.setattr(lookups, "_run", lambda *args: release.wait(30) and "done")
+    monkeypatch.setattr(lookups, "TIME_LIMIT_S", 0.5)
+    with pytest.raises(lookups.LookupRefused, match="longer than 0.5 s"):
+        lookups.look_up("store", "db", "run", image_id=0)
+    with pytest.raises(lookups.LookupRefused, match="Another lookup is running"):   # the slow one still holds the worker
+        lookups.look_up("store", "db", "run", image_id=1)
+    release.set()
+    deadline = time.time() + 10
+    while lookups._busy.locked() and time.time() < deadline:
+        time.sleep(0.05)
+    monkeypatch.setattr(lookups, "TIME_LIMIT_S", 5)
+    assert lookups.look_up("store", "db", "run", image_id=2) == "done"

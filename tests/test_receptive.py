@@ -29,7 +29,7 @@ def test_demo_fields_follow_the_architecture_and_the_gradient(demo_spec):
 
 
 @pytest.mark.parametrize("layer", ["_conv_stem.conv2d", "_blocks.1._depthwise_conv.conv2d", "_blocks.4.add",
-                                   "_blocks.9.add", "_blocks.15._project_conv.conv2d"])
+                                   "_blocks.9.add", "_blocks.11._depthwise_conv.conv2d"])
 def test_efficientnet_lite0_fields_match_the_gradient_check(layer):
     """TF 'same' padding (an explicit pad before each strided conv), residual adds and fields that
     grow past the 224 px input (the gradient runs on a canvas wide enough not to clip them)."""
@@ -114,3 +114,19 @@ def test_the_build_stores_fields_positions_crops_and_facet_codes(small_store, de
     codes = query(out, f"SELECT layer, unit, facet, mean_code FROM facets WHERE run_id = '{run}'")
     assert codes and all(len(code) == demo_spec.embedding_dim for *_, code in codes)
     assert not query(out, "SELECT 1 FROM facets f JOIN runs r USING (run_id) WHERE r.method <> 'mfv' AND mean_code IS NOT NULL")
+
+
+@pytest.mark.parametrize("arch, layer, expected", [
+    ("resnet18", "layer3.1.add", ((211, 211), (16, 16), (-105, -105))),   # stem, max pool, residual blocks
+    ("efficientnet_b0", "features.1.0.block.0", ((7, 7), (2, 2), (-3, -3))),   # a leaf Conv2dNormActivation
+    ("efficientnet_b0", "features.2.0.block.0", None),     # after the first squeeze-and-excitation block
+    ("vit_b_16", "conv_proj", ((16, 16), (16, 16), (0, 0))),              # the patch embedding
+    ("vit_b_16", "encoder.layers.encoder_layer_1.add_1", None),           # self-attention: every patch
+    ("swin_t", "features.3.1.add_1", None),                                # shifted windows: no one moving box
+])
+def test_torchvision_architectures(arch, layer, expected):
+    spec = load_model(f"torchvision:{arch}")
+    field = receptive_fields(spec, [layer])[layer]
+    assert _as_tuple(field) == expected
+    if field is not None and arch != "vit_b_16":   # a ViT runs at its own input size only
+        assert _as_tuple(gradient_field(spec, layer, canvas=2 * field.size[0] + 8 * field.stride[0])) == expected

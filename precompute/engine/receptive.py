@@ -84,21 +84,11 @@ def _step(module: nn.Module, node: fx.Node, inputs: list) -> _Box | str:
         return UNKNOWN
     if node.op == "call_module":
         sub = module.get_submodule(node.target)
-        if isinstance(sub, GLOBAL_MODULES):
-            return WHOLE
         if isinstance(sub, POINTWISE_MODULES):
             return _union(inputs)
         if len(inputs) != 1 or isinstance(inputs[0], str):
-            return inputs[0] if inputs[0] == WHOLE else UNKNOWN
-        if isinstance(sub, nn.Conv2d):
-            return _window(inputs[0], sub.kernel_size, sub.stride,
-                           _conv_padding(sub.padding, sub.kernel_size, sub.dilation), sub.dilation)
-        if isinstance(sub, (nn.MaxPool2d, nn.AvgPool2d)):
-            return _window(inputs[0], sub.kernel_size, sub.stride or sub.kernel_size, sub.padding,
-                           getattr(sub, "dilation", 1))
-        if isinstance(sub, (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d)):
-            return _padded(inputs[0], sub.padding)
-        return UNKNOWN
+            return WHOLE if WHOLE in inputs else UNKNOWN
+        return _module_box(sub, inputs[0])
     name = getattr(node.target, "__name__", str(node.target))
     if name in GLOBAL_FUNCTIONS:
         return WHOLE
@@ -118,6 +108,26 @@ def _step(module: nn.Module, node: fx.Node, inputs: list) -> _Box | str:
                        pool.get("padding", 0), pool.get("dilation", 1))
     if name == "pad":   # any mode: the padded pixels are copies or constants, the box just moves
         return _padded(inputs[0], node.args[1] if len(node.args) > 1 else node.kwargs["pad"])
+    return UNKNOWN
+
+
+def _module_box(sub: nn.Module, box: _Box | str) -> _Box | str:
+    """The box after a leaf module (a Sequential of them, like torchvision's Conv2dNormActivation, in turn)."""
+    if box in (WHOLE, UNKNOWN) or isinstance(sub, GLOBAL_MODULES):
+        return WHOLE if box == WHOLE or isinstance(sub, GLOBAL_MODULES) else UNKNOWN
+    if isinstance(sub, POINTWISE_MODULES):
+        return box
+    if isinstance(sub, nn.Sequential):
+        for child in sub:
+            box = _module_box(child, box)
+        return box
+    if isinstance(sub, nn.Conv2d):
+        return _window(box, sub.kernel_size, sub.stride, _conv_padding(sub.padding, sub.kernel_size, sub.dilation),
+                       sub.dilation)
+    if isinstance(sub, (nn.MaxPool2d, nn.AvgPool2d)):
+        return _window(box, sub.kernel_size, sub.stride or sub.kernel_size, sub.padding, getattr(sub, "dilation", 1))
+    if isinstance(sub, (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d)):
+        return _padded(box, sub.padding)
     return UNKNOWN
 
 
@@ -161,7 +171,7 @@ def gradient_field(spec: ModelSpec, layer: str, canvas: int | None = None, image
     try:
         with torch.enable_grad():
             out = net(spec.preprocess(pixels))[layer].float()
-    except RuntimeError:   # a model that takes one input size only (a vision transformer)
+    except (RuntimeError, AssertionError, ValueError):   # a model that takes one input size only (a ViT)
         return None if canvas else gradient_field(spec, layer, max(height, width), images)
     h, w = out.shape[-2:]
     y, x = h // 2, w // 2
@@ -173,6 +183,8 @@ def gradient_field(spec: ModelSpec, layer: str, canvas: int | None = None, image
     if first[0] == 0 or first[1] == 0 or second[2] == size or second[3] == size:
         return None   # clipped by the canvas: as wide as the whole image, or wider
     stride = (second[0] - first[0], second[1] - first[1])
+    if min(stride) <= 0 or (second[2] - second[0], second[3] - second[1]) != (first[2] - first[0], first[3] - first[1]):
+        return None   # not one box that moves with the position (windowed attention): shown whole
     return ReceptiveField(size=(first[2] - first[0], first[3] - first[1]), stride=stride,
                           offset=(first[0] - y * stride[0], first[1] - x * stride[1]), method="gradient")
 
