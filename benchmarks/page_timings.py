@@ -26,6 +26,8 @@ PAGES = [
     ("SQL example", "views/sql_console.py", {"q": "SELECT layer, unit, label, facet_diversity FROM neurons "
                                                   "ORDER BY facet_diversity DESC NULLS LAST LIMIT 50"}),
     ("Layers", "views/layers.py", {}),
+    ("Atlas conv3 (crops)", None, {"layer": "conv3"}),
+    ("Lookup of image 17", "views/lookup.py", {"id": "17"}),
 ]
 
 

@@ -13,6 +13,11 @@ SELECT f.layer, f.unit, n.label, f.facet, f.act_init, f.act_final, f.target_prob
 FROM facets f JOIN runs r USING (run_id) JOIN neurons n USING (run_id, layer, unit)
 WHERE r.method = 'mfv' AND (f.top1_hit = false OR f.act_final <= f.act_init)
 ORDER BY f.target_prob""",
+    "What a conv unit saw where it fired (receptive-field crops)": """
+SELECT e.image_id, e.activation, e.pos_y, e.pos_x, e.facet, e.crop_png
+FROM exemplars e JOIN runs r USING (run_id)
+WHERE r.method = 'mfv' AND e.layer = 'conv3' AND e.unit = 12 AND e.crop_png IS NOT NULL
+ORDER BY e.activation DESC LIMIT 20""",
     "Facet diversity histogram": """
 SELECT layer, round(facet_diversity, 1) AS diversity_bin, count(*) AS neurons
 FROM neurons JOIN runs USING (run_id)
