@@ -31,6 +31,8 @@ from .engine.images import thumbnail, to_png
 from .core.fields import ReceptiveField
 from .engine.receptive import crop
 
+FILE_LIMITS = {"max_bytes": 64 << 20, "max_pixels": 10 ** 8}   # local files; uploads: core.uploads' defaults
+
 
 @dataclass
 class Hit:
@@ -112,28 +114,22 @@ class Lookup:
                 GROUP BY layer, unit ORDER BY layer, unit""", [self.run["run_id"], *wanted]).fetchall()]
 
     # ---- images ---------------------------------------------------------------------------
-    @property
-    def input_size(self) -> int:
-        return self.spec.input_shape[1]
-
-    def pixels_of_bytes(self, data: bytes, name: str = "the upload") -> torch.Tensor:
+    def pixels_of_bytes(self, data: bytes, name: str = "the upload", **limits) -> torch.Tensor:
         """An image file's bytes, decoded safely (ImageRejected otherwise) and sized as the store's images
         were: an image folder's way (precompute.engine.imagefolder), or, for the demo's Fashion-MNIST,
         resized to 28 x 28 whole (so a dataset image saved as a file looks up as itself)."""
         channels, size = self.spec.input_shape[0], self.spec.input_shape[1]
         folder = json.loads(self.run["config_json"])["model"] != "demo"
-        return to_pixels(decode_image(data, name), size, channels, margin=folder)
+        return to_pixels(decode_image(data, name, **limits), size, channels, margin=folder)
 
     def pixels_of_file(self, path: str | Path) -> torch.Tensor:
+        """A local image file: the user's own, so a camera's photo is fine (limits of FILE_LIMITS)."""
         path = Path(path)
         if not path.is_file():
             raise AtlasError(f"no image file {str(path)!r}")
         with open(path, "rb") as file:
-            data = file.read(64 << 20)
-        return self.pixels_of_bytes(data, repr(str(path)))
-
-    def dataset_size(self) -> int:
-        return len(self._dataset())
+            data = file.read(FILE_LIMITS["max_bytes"] + 1)
+        return self.pixels_of_bytes(data, repr(str(path)), **FILE_LIMITS)
 
     def pixels_of_id(self, image_id: int) -> torch.Tensor:
         """An image of the dataset the store was built from, by its image_id."""
@@ -160,9 +156,11 @@ class Lookup:
         results = []
         for i, name in enumerate(names):
             predicted = int(probabilities[i].argmax())
-            ranked = {layer: self._ranked(layer, acts[i], where[i], pixels[i], codes[i], top)
-                      for layer, (acts, where) in per_layer.items()}
-            driven = {layer: int((self.percentiles(layer, acts[i]) > 0).sum()) for layer, (acts, _) in per_layer.items()}
+            ranked, driven = {}, {}
+            for layer, (acts, where) in per_layer.items():
+                share = self.percentiles(layer, acts[i])
+                ranked[layer] = self._ranked(layer, share, acts[i], where[i], pixels[i], codes[i], top)
+                driven[layer] = int((share > 0).sum())
             class_neuron = None
             if logits_layer in per_layer:
                 acts, where = per_layer[logits_layer]
@@ -178,9 +176,8 @@ class Lookup:
         below = torch.searchsorted(units.sorted_acts, acts.double()[:, None], right=True)[:, 0]
         return torch.where(units.counts > 0, below / units.counts.clamp(min=1), torch.nan)
 
-    def _ranked(self, layer: str, acts, where, pixels, code, top: int) -> list[Hit]:
+    def _ranked(self, layer: str, share, acts, where, pixels, code, top: int) -> list[Hit]:
         units = self.units[layer]
-        share = self.percentiles(layer, acts)
         relative = acts.double() / units.strongest.abs().clamp(min=1e-12)
         known = torch.nonzero(~share.isnan())[:, 0].numpy()
         order = known[np.lexsort((-relative.numpy()[known], -share.numpy()[known]))][:top]
