@@ -27,30 +27,21 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from precompute.core.store import READ_ONLY_CONFIG
+
 __all__ = [
     "QueryRejected", "QueryTimeout", "open_readonly", "check_sql", "run_readonly", "close_all",
     "DB_NAME", "MEMORY_LIMIT", "THREADS", "MAX_SQL_CHARS",
 ]
 
 DB_NAME = "atlas.duckdb"        # the file inside a store folder (precompute.core.store.DB_NAME)
-MEMORY_LIMIT = "512MB"          # shared by all queries on one store, not per query
-THREADS = 2                     # DuckDB worker threads per store
+MEMORY_LIMIT = READ_ONLY_CONFIG["memory_limit"]   # shared by all queries on one store, not per query
+THREADS = READ_ONLY_CONFIG["threads"]             # DuckDB worker threads per store
 MAX_SQL_CHARS = 20_000          # longer text is refused before it reaches the parser
 
-# Settings for every store connection. temp_directory='' matters: with a memory limit DuckDB
-# would otherwise spill to '<store>/atlas.duckdb.tmp', i.e. write into the store folder.
-# lock_configuration is accepted at connect time, so no SET can undo the others afterwards.
-_CONFIG = {
-    "enable_external_access": False,
-    "autoload_known_extensions": False,
-    "autoinstall_known_extensions": False,
-    "allow_community_extensions": False,
-    "allow_persistent_secrets": False,
-    "memory_limit": MEMORY_LIMIT,
-    "threads": THREADS,
-    "temp_directory": "",
-    "lock_configuration": True,
-}
+# Settings for every store connection: precompute.core.store's, shared so that a lookup in the same
+# process can open the store too (DuckDB allows one configuration per database file and process).
+_CONFIG = READ_ONLY_CONFIG
 
 # After the deadline the watchdog keeps interrupting at this period until the query returns,
 # because an interrupt that lands before DuckDB has started the query is silently lost.

@@ -23,7 +23,7 @@ import torch
 
 from .build.runtime import images_of_run, resolve_device, spec_of_run
 from .core.errors import AtlasError, choose
-from .core.store import ensure_database
+from .core.store import READ_ONLY_CONFIG, ensure_database
 from .core.uploads import decode_image
 from .engine.activations import _unit_peaks
 from .engine.imagefolder import to_pixels
@@ -85,9 +85,9 @@ class Lookup:
 
     def __init__(self, store: str | Path, run_id: str | None = None, device: str = "cpu", connect=None):
         """`connect()`: a DuckDB connection to the store's database to read it with, closed after use
-        (default: a read-only one; the dashboard passes its own, as DuckDB allows one configuration
-        per database file and process)."""
-        self.connect = connect or (lambda: duckdb.connect(str(ensure_database(store)), read_only=True))
+        (default: a new one, set up as every reader's; the dashboard passes a cursor of its own)."""
+        database = str(ensure_database(store))
+        self.connect = connect or (lambda: duckdb.connect(database, read_only=True, config=dict(READ_ONLY_CONFIG)))
         con = self.connect()
         try:
             self.run = _pick_run(con, run_id)

@@ -26,6 +26,23 @@ SCHEMA_VERSION = 4   # 2: the evaluations table (precompute.evidence.evaluate); 
                      # 4: receptive fields, exemplar positions and crops, facet mean codes
 DB_NAME = "atlas.duckdb"
 
+# How readers open a store's atlas.duckdb (the dashboard's pages and SQL, lookups): read-only with
+# file, URL and extension access off, a memory limit, no spilling (temp_directory='' matters: with a
+# memory limit DuckDB would otherwise spill to '<store>/atlas.duckdb.tmp', i.e. write into the
+# store), and the configuration locked at connect time so no SET can undo the rest. One shared
+# setting, as DuckDB allows one configuration per database file and process.
+READ_ONLY_CONFIG = {
+    "enable_external_access": False,
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_persistent_secrets": False,
+    "memory_limit": "512MB",
+    "threads": 2,
+    "temp_directory": "",
+    "lock_configuration": True,
+}
+
 SCHEMAS: dict[str, pa.Schema] = {
     "runs": pa.schema([
         ("run_id", pa.string()), ("created_at", pa.timestamp("s", tz="UTC")),
