@@ -86,8 +86,10 @@ class Lookup:
     def __init__(self, store: str | Path, run_id: str | None = None, device: str = "cpu", connect=None):
         """`connect()`: a DuckDB connection to the store's database to read it with, closed after use
         (default: a new one, set up as every reader's; the dashboard passes a cursor of its own)."""
-        database = str(ensure_database(store))
-        self.connect = connect or (lambda: duckdb.connect(database, read_only=True, config=dict(READ_ONLY_CONFIG)))
+        database = ensure_database(store)
+        if connect is None and not database.exists():
+            raise AtlasError(f"no atlas store at {str(store)!r} (no atlas.duckdb or Parquet parts)")
+        self.connect = connect or (lambda: duckdb.connect(str(database), read_only=True, config=dict(READ_ONLY_CONFIG)))
         con = self.connect()
         try:
             self.run = _pick_run(con, run_id)

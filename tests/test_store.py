@@ -2,8 +2,10 @@
 import os
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from precompute.core.store import SCHEMAS, Store, ensure_database
+from precompute.core.store import SCHEMA_VERSION, SCHEMAS, Store, ensure_database
 
 
 def _write_some(store: Store) -> None:
@@ -63,6 +65,25 @@ def test_ensure_database_uses_a_fresh_database_and_rebuilds_a_stale_one(tmp_path
     assert ensure_database(tmp_path).stat().st_mtime == mtime       # fresh: not rebuilt
     os.utime(first, (mtime - 100, mtime - 100))                       # older than its parts
     assert ensure_database(tmp_path).stat().st_mtime > mtime - 100
+
+
+def test_a_database_of_an_older_schema_is_rebuilt_with_the_new_columns(tmp_path):
+    """A store consolidated before schema 4 (no facets.mean_code), with parts written before it too."""
+    store = Store(tmp_path)
+    _write_some(store)
+    old_facet = pa.Table.from_pylist([{"run_id": "r", "layer": "fc8", "unit": 0, "facet": 0}],
+                                     schema=pa.schema([f for f in SCHEMAS["facets"] if f.name != "mean_code"]))
+    store.part_path("facets", "r__fc8__00000").parent.mkdir(parents=True)
+    pq.write_table(old_facet, store.part_path("facets", "r__fc8__00000"))
+    database = ensure_database(tmp_path)
+    with duckdb.connect(str(database)) as con:   # as an older version left it
+        con.execute("ALTER TABLE facets DROP COLUMN mean_code")
+        con.execute("UPDATE atlas_meta SET value = '3'")
+    os.utime(database)                            # and newer than every part
+    ensure_database(tmp_path)
+    with duckdb.connect(str(database), read_only=True) as con:
+        assert con.execute("SELECT value FROM atlas_meta").fetchone() == (str(SCHEMA_VERSION),)
+        assert con.execute("SELECT facet, mean_code FROM facets").fetchall() == [(0, None)]
 
 
 def test_a_read_only_store_is_never_written_to(tmp_path, monkeypatch):

@@ -189,7 +189,10 @@ class Store:
                 if files:
                     listing = ", ".join(f"'{f.as_posix()}'" for f in files)
                     # by name: parts written before a column was added read it as NULL
-                    rows = f"SELECT {', '.join(schema.names)} FROM read_parquet([{listing}], union_by_name = true)"
+                    source = f"read_parquet([{listing}], union_by_name = true)"
+                    present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+                    columns = ", ".join(c if c in present else f"NULL AS {c}" for c in schema.names)
+                    rows = f"SELECT {columns} FROM {source}"
                     if table == "thumbnails":   # two builds may have stored the same image
                         rows = f"SELECT DISTINCT ON (dataset, image_id) * FROM ({rows}) ORDER BY dataset, image_id"
                     con.execute(f"INSERT INTO {table} {rows}")
@@ -209,16 +212,16 @@ def _cache_root() -> Path:
 def ensure_database(root: str | Path) -> Path:
     """The path of an up-to-date atlas.duckdb for the store at `root`, consolidating if needed.
 
-    Uses <root>/atlas.duckdb when it is at least as new as every part. Otherwise it rebuilds it
-    there, or, when the store folder cannot be written (a read-only mount), in a cache folder,
-    so opening a store never fails for lack of a database and never writes into a read-only one.
+    Uses <root>/atlas.duckdb when it is at least as new as every part and of this schema version.
+    Otherwise it rebuilds it there (a database of an older version gains the newer columns, NULL for
+    the parts written before them), or, when the store folder cannot be written (a read-only mount),
+    in a cache folder, so opening a store never fails for lack of a database and never writes into
+    a read-only one.
     """
     store = Store(Path(root).expanduser().resolve())
     newest = store.newest_part_mtime()
-    if store.db_path.exists() and (newest == 0.0 or store.db_path.stat().st_mtime >= newest):
-        return store.db_path
-    if newest == 0.0:
-        return store.db_path           # no parts and no database: the caller reports "no store"
+    if newest == 0.0 or _current(store.db_path, newest):
+        return store.db_path           # no parts: the database as it is, or none (the caller says so)
     if os.access(store.root, os.W_OK):
         try:
             return store.consolidate()
@@ -226,6 +229,18 @@ def ensure_database(root: str | Path) -> Path:
             pass
     key = hashlib.sha256(str(store.root).encode()).hexdigest()[:16]
     cached = _cache_root() / "stores" / key / DB_NAME
-    if cached.exists() and cached.stat().st_mtime >= newest:
+    if _current(cached, newest):
         return cached
     return store.consolidate(cached)
+
+
+def _current(database: Path, newest_part: float) -> bool:
+    """Whether `database` exists, is as new as the newest part, and is of this schema version."""
+    if not database.exists() or database.stat().st_mtime < newest_part:
+        return False
+    try:
+        with duckdb.connect(str(database), read_only=True, config=dict(READ_ONLY_CONFIG)) as con:
+            found = con.execute("SELECT value FROM atlas_meta WHERE key = 'schema_version'").fetchone()
+    except duckdb.Error:   # not a database, or one from before atlas_meta
+        return False
+    return found is not None and int(found[0]) >= SCHEMA_VERSION
