@@ -150,6 +150,7 @@ def test_conv_pages_show_what_a_unit_sees_with_the_full_canvas_one_click_away(se
     assert "canvas=full" in page.url
     page.goto(f"{server}/neuron?layer=fc6&unit=5", wait_until="networkidle")     # fc units: unchanged
     page.get_by_role("heading", name="fc6/5 · fc6/5").wait_for(timeout=30_000)
+    page.get_by_text("init (mean image)").first.wait_for(timeout=30_000)          # the facets are drawn
     assert page.get_by_role("radio", name="full image").count() == 0
     page.goto(f"{server}/?layer=conv3", wait_until="networkidle")                # the atlas's cards too
     page.get_by_text("of 128 neurons in conv3 match").wait_for(timeout=30_000)
@@ -178,7 +179,7 @@ def test_lookup_of_an_upload_and_bad_uploads_get_one_message(server, browser, tm
     page.get_by_role("heading", name="Predicted: Ankle boot").wait_for(timeout=120_000)
     page.get_by_role("tab", name="conv3").click()
     page.get_by_text("of its exemplars at or below").first.wait_for(timeout=30_000)
-    assert page.get_by_role("link", name="Ankle boot").count() >= 1             # the class neuron, linked
+    page.get_by_role("link", name="Ankle boot").first.wait_for(timeout=30_000)    # the class neuron, linked
 
     for bad, message in (("notes.png", "is not an image"), ("cut.png", "could not be decoded"),
                          ("huge.png", "1.0MB or smaller")):
