@@ -42,6 +42,7 @@ class Hit:
     label: str
     activation: float
     percentile: float                    # share of the unit's exemplar activations at or below this one
+    of_strongest: float                  # the activation relative to the unit's strongest exemplar's
     facet: int | None                    # the nearest facet (None: the neuron has no facets)
     facet_distance: float | None
     position: tuple[int, int] | None     # conv units: the output position where the unit fired most
@@ -194,8 +195,9 @@ class Lookup:
             field = self.fields.get(layer)
             if field is not None:
                 crop_png = to_png(thumbnail(crop(pixels, field, *position), 112))
-        return Hit(layer, unit, self.units[layer].labels.get(unit, f"{layer}/{unit}"), float(acts[unit]),
-                   float(share[unit]), facet, distance, position, crop_png)
+        units = self.units[layer]
+        return Hit(layer, unit, units.labels.get(unit, f"{layer}/{unit}"), float(acts[unit]), float(share[unit]),
+                   float(acts[unit] / units.strongest[unit]), facet, distance, position, crop_png)
 
     def nearest_facet(self, layer: str, unit: int, code: np.ndarray) -> tuple[int | None, float | None]:
         means = self.units[layer].mean_codes.get(unit)
@@ -303,8 +305,8 @@ def describe_check(found: dict) -> str:
 def _line(title: str, hit: Hit) -> str:
     facet = f"facet {hit.facet} (distance {hit.facet_distance:.1f})" if hit.facet is not None else "no facets"
     where = f" at {hit.position}" if hit.position else ""
-    return (f"  {title:<16} {hit.label:<22} {hit.percentile:>6.1%} of its exemplars at or below "
-            f"(act {hit.activation:.2f}{where}) · {facet}")
+    return (f"  {title:<16} {hit.label:<22} {hit.percentile:>6.1%} of its exemplars at or below, "
+            f"{hit.of_strongest:.0%} of its strongest (act {hit.activation:.2f}{where}) · {facet}")
 
 
 def as_json(results: list[Result]) -> str:

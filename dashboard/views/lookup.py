@@ -56,12 +56,13 @@ if result is None:
     st.stop()
 
 
-def unit_card(hit, rank_label: str) -> None:
+def unit_card(hit, rank_label: str, wide: bool = False) -> None:
     """One unit as the image drives it: where it fired, its nearest facet with that facet's init and
     exemplars, and a link to the neuron page with the facet highlighted."""
     with st.container(border=True):
         ui.neuron_link(hit.layer, hit.unit, run["run_id"], label=f"**{hit.label}**", facet=hit.facet)
-        st.caption(f"{rank_label} · **{hit.percentile:.0%}** of its exemplars at or below · act {hit.activation:.2f}")
+        st.caption(f"{rank_label} · **{hit.percentile:.0%}** of its exemplars at or below · "
+                   f"{hit.of_strongest:.0%} of its strongest · act {hit.activation:.2f}")
         if hit.crop_png is not None:
             ui.show_image(hit.crop_png, f"where it fired {hit.position}", 84)
         facets = data.facets(ui.db(), run["run_id"], hit.layer, hit.unit)
@@ -70,7 +71,7 @@ def unit_card(hit, rank_label: str) -> None:
             st.caption("no facets (a dead or failed neuron)")
             return
         facet = chosen.iloc[0]
-        columns = st.columns(2)
+        columns = st.columns([1, 1, 3] if wide else 2)
         with columns[0]:
             ui.show_image(facet["image_png"], f"facet {hit.facet}", 84)
         with columns[1]:
@@ -88,7 +89,7 @@ with top[1]:
     st.subheader(f"Predicted: {result.predicted_label}")
     st.caption(f"p = {result.probability:.2f}")
     if result.class_neuron is not None:
-        unit_card(result.class_neuron, "its class neuron")
+        unit_card(result.class_neuron, "its class neuron", wide=True)
     else:
         st.caption("This run has no class neurons (its logits layer was not built).")
 
