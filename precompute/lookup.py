@@ -179,9 +179,12 @@ class Lookup:
         below = torch.searchsorted(units.sorted_acts, acts.double()[:, None], right=True)[:, 0]
         return torch.where(units.counts > 0, below / units.counts.clamp(min=1), torch.nan)
 
+    def relative(self, layer: str, acts: torch.Tensor) -> torch.Tensor:
+        """Each unit's activation relative to its strongest exemplar's."""
+        return acts.double() / self.units[layer].strongest.abs().clamp(min=1e-12)
+
     def _ranked(self, layer: str, share, acts, where, pixels, code, top: int) -> list[Hit]:
-        units = self.units[layer]
-        relative = acts.double() / units.strongest.abs().clamp(min=1e-12)
+        relative = self.relative(layer, acts)
         known = torch.nonzero(~share.isnan())[:, 0].numpy()
         order = known[np.lexsort((-relative.numpy()[known], -share.numpy()[known]))][:top]
         return [self._hit(layer, int(unit), acts, where, pixels, code, share) for unit in order]
@@ -195,9 +198,8 @@ class Lookup:
             field = self.fields.get(layer)
             if field is not None:
                 crop_png = to_png(thumbnail(crop(pixels, field, *position), 112))
-        units = self.units[layer]
-        return Hit(layer, unit, units.labels.get(unit, f"{layer}/{unit}"), float(acts[unit]), float(share[unit]),
-                   float(acts[unit] / units.strongest[unit]), facet, distance, position, crop_png)
+        return Hit(layer, unit, self.units[layer].labels.get(unit, f"{layer}/{unit}"), float(acts[unit]),
+                   float(share[unit]), float(self.relative(layer, acts)[unit]), facet, distance, position, crop_png)
 
     def nearest_facet(self, layer: str, unit: int, code: np.ndarray) -> tuple[int | None, float | None]:
         means = self.units[layer].mean_codes.get(unit)
@@ -264,7 +266,7 @@ def check_exemplars(lookup: Lookup, n: int = 200, top: int = 10, seed: int = 0, 
         layer, unit, ids, facets = neurons[i]
         j = int(rng.integers(0, len(ids)))
         picks.append((layer, unit, int(ids[j]), int(facets[j]), len(set(facets))))
-    by_layer: dict[str, np.ndarray] = {}   # layer -> rows of (own in top, ceiling, same facet, chance)
+    by_layer: dict[str, list] = {}   # layer -> rows of (own in top, ceiling, same facet, chance)
     for start in range(0, n, batch):
         chunk = picks[start:start + batch]
         pixels = torch.stack([lookup.pixels_of_id(image_id) for _, _, image_id, _, _ in chunk])
@@ -272,9 +274,10 @@ def check_exemplars(lookup: Lookup, n: int = 200, top: int = 10, seed: int = 0, 
             driven = int(result.exemplar_level[layer])
             row = [any(hit.unit == unit for hit in result.layers[layer]), min(1.0, top / max(driven, 1)),
                    lookup.nearest_facet(layer, unit, result.code)[0] == facet, 1 / k]
-            by_layer[layer] = np.vstack([by_layer.get(layer, np.empty((0, 4))), row])
+            by_layer.setdefault(layer, []).append(row)
         if progress:
             progress("look up exemplars", min(start + batch, n), n)
+    by_layer = {layer: np.array(rows, dtype=float) for layer, rows in by_layer.items()}
     every = np.vstack(list(by_layer.values()))
     summary = lambda rows: {"images": len(rows), "own_neuron_in_top": rows[:, 0].mean(), "ceiling": rows[:, 1].mean(),
                             "stored_facet_nearest": rows[:, 2].mean(), "chance_facet": rows[:, 3].mean()}

@@ -32,6 +32,7 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.numerics
 def test_exemplars_find_their_own_neuron_and_mostly_their_own_facet(lookup):
     """The README's number: 200 exemplar images sampled from the demo store (seed 0)."""
     from precompute.lookup import check_exemplars
@@ -59,6 +60,7 @@ def test_a_result_ranks_units_by_percentile_and_names_a_facet(lookup):
     assert result.layers["conv3"][0].crop_png is not None              # the receptive field it fired in
 
 
+@pytest.mark.numerics
 def test_the_cli_looks_up_a_file_as_the_dataset_image_it_is(lookup, tmp_path):
     pixels = lookup.pixels_of_id(17)
     path = tmp_path / "seventeen.png"

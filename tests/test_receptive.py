@@ -96,6 +96,7 @@ def test_a_crop_keeps_the_field_size_filling_past_the_edge_and_both_crops_agree(
         assert torch.equal(from_png(crop_png(png, field, y, x)), from_png(to_png(crop(from_png(png), field, y, x))))
 
 
+@pytest.mark.numerics
 def test_the_build_stores_fields_positions_crops_and_facet_codes(small_store, demo_spec, fashion_train):
     out, summary = small_store
     run = summary.run_ids["mfv"]

@@ -7,7 +7,7 @@ from dashboard import data, lookups, ui
 from dashboard.access import lookup_blocked
 from dashboard.config import store_dir
 from dashboard.images import tile
-from precompute.core.uploads import FORMATS
+from precompute.core.uploads import EXTENSIONS, FORMATS
 
 SOURCES = ("upload", "dataset image")
 
@@ -28,8 +28,7 @@ source = st.segmented_control("Image", SOURCES, default=SOURCES[1] if asked_id i
 result, problem = None, None
 if source == SOURCES[0]:
     ui.set_params(id=None)
-    extensions = sorted({"png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff", "ppm"})
-    upload = st.file_uploader(f"An image ({', '.join(FORMATS)}; up to 1 MB)", type=extensions, key="lookup_upload")
+    upload = st.file_uploader(f"An image ({', '.join(FORMATS)}; up to 1 MB)", type=list(EXTENSIONS), key="lookup_upload")
     if upload is not None:
         with st.spinner("Looking up…"):
             try:

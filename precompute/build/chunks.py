@@ -146,8 +146,9 @@ class ChunkBuilder:
                        diversity_null=_none_if_nan(diversity_null(found.labels)))
             row.update(_top_class(self.inputs.images, ids))
             shown = self._shown(found)
-            self._add_exemplars(exemplars, layer, unit, chosen, found, shown)
-            thumbnails += self._new_thumbnails(ids[shown])
+            crops = self._crops(layer, chosen, shown)
+            self._add_exemplars(exemplars, layer, unit, chosen, found, crops)
+            thumbnails += self._new_thumbnails(ids[shown], crops.pixels)
             for facet, members in enumerate(self.finder.init_members(found)):
                 init = self.inputs.images.pixels(ids[members]).mean(0)
                 jobs.append((unit, facet, len(found.nearest[facet]), init))
@@ -165,26 +166,29 @@ class ChunkBuilder:
             return np.arange(len(found.labels))
         return np.concatenate([members[:per_facet] for members in found.nearest])
 
-    def _new_thumbnails(self, ids: np.ndarray) -> list[dict]:
-        """Thumbnails of the images `ids` that the store does not have yet."""
+    def _new_thumbnails(self, ids: np.ndarray, pixels: torch.Tensor | None) -> list[dict]:
+        """Thumbnails of the images `ids` that the store does not have yet (`pixels`: theirs, if read already)."""
         rows = []
-        for image_id in dict.fromkeys(int(i) for i in ids):
+        for i, image_id in enumerate(int(i) for i in ids):
             if image_id not in self.thumbnailed:
                 self.thumbnailed.add(image_id)
-                rows.append({"dataset": self.dataset, "image_id": image_id,
-                             "png": to_png(thumbnail(self.inputs.images.pixels([image_id])[0]))})
+                image = pixels[i] if pixels is not None else self.inputs.images.pixels([image_id])[0]
+                rows.append({"dataset": self.dataset, "image_id": image_id, "png": to_png(thumbnail(image))})
         return rows
 
-    def _crops(self, layer: str, ids: np.ndarray, positions: np.ndarray) -> list[bytes | None]:
-        """Thumbnails of the receptive-field crops around each image's peak (None: no receptive field)."""
+    def _crops(self, layer: str, chosen: Exemplars, shown: np.ndarray) -> _Crops:
+        """Receptive-field crop thumbnails of the `shown` exemplars, around each one's peak (none for fc
+        layers and those that see the whole image)."""
         field = self.plan.fields.get(layer)
-        if field is None:
-            return [None] * len(ids)
+        if field is None or chosen.positions is None:
+            return _Crops(shown, [], None)
         width = self.spec.layers[layer].shape[2]
-        pixels = self.inputs.images.pixels(ids)
-        return [to_png(thumbnail(crop(image, field, *divmod(int(p), width)))) for image, p in zip(pixels, positions)]
+        pixels = self.inputs.images.pixels(chosen.ids[shown])   # read once: the thumbnails use them too
+        pngs = [to_png(thumbnail(crop(image, field, *divmod(int(p), width))))
+                for image, p in zip(pixels, chosen.positions[shown])]
+        return _Crops(shown, pngs, pixels)
 
-    def _add_exemplars(self, columns: dict, layer: str, unit: int, chosen: Exemplars, found, shown: np.ndarray) -> None:
+    def _add_exemplars(self, columns: dict, layer: str, unit: int, chosen: Exemplars, found, shown: _Crops) -> None:
         ids = chosen.ids
         rank = np.empty(len(ids), dtype=np.int64)
         for members in found.nearest:
@@ -200,16 +204,16 @@ class ChunkBuilder:
         columns["rank_in_facet"] += rank.tolist()
         columns["dist_to_centroid"] += found.dist.tolist()
         crops: list[bytes | None] = [None] * len(ids)
+        for i, png in zip(shown.rows, shown.pngs):
+            crops[i] = png
+        columns["crop_png"] += crops
         if chosen.positions is None:
-            columns["pos_y"] += crops
-            columns["pos_x"] += crops
+            columns["pos_y"] += [None] * len(ids)
+            columns["pos_x"] += [None] * len(ids)
         else:
             y, x = np.divmod(chosen.positions, self.spec.layers[layer].shape[2])
             columns["pos_y"] += y.tolist()
             columns["pos_x"] += x.tolist()
-            for i, png in zip(shown, self._crops(layer, ids[shown], chosen.positions[shown])):
-                crops[i] = png
-        columns["crop_png"] += crops
 
     # ---- baselines -------------------------------------------------------------------------
     def _baseline_chunk(self, method: str, layer: str, units: list[int], advance=None):
@@ -262,6 +266,12 @@ class ChunkBuilder:
                     "top1_hit": None if int(after["top1"][i]) < 0 else bool(after["top1"][i]),
                     "steps": schedule.steps})
         return rows
+
+
+class _Crops(NamedTuple):
+    rows: np.ndarray                 # which exemplars (positions in the neuron's exemplar set)
+    pngs: list[bytes]                # their crops, in that order (empty: the layer has no receptive field)
+    pixels: torch.Tensor | None      # their images, when read for the crops
 
 
 def chunks(layers: dict[str, list[int]], size: int):

@@ -16,6 +16,7 @@ from .errors import AtlasError
 MAX_BYTES = 1 << 20            # as .streamlit/config.toml's server.maxUploadSize (1 MB)
 MAX_PIXELS = 4096 * 4096
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
+EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff", "ppm")   # the formats' file names
 
 
 class ImageRejected(AtlasError):
