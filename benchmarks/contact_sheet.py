@@ -20,8 +20,8 @@ import duckdb  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from benchmarks.sweep_synthesis import setting  # noqa: E402
-from precompute.build import build_atlas  # noqa: E402
-from precompute.build.plan import default_scale_range  # noqa: E402
+from precompute.pipeline import build_atlas  # noqa: E402
+from precompute.pipeline.plan import default_scale_range  # noqa: E402
 from precompute.evidence.evaluate import evaluate_store  # noqa: E402
 from precompute.engine.images import from_png  # noqa: E402
 

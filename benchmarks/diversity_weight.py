@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from precompute.build.runtime import image_key  # noqa: E402
+from precompute.pipeline.runtime import image_key  # noqa: E402
 from precompute.evidence.measures import mean_pairwise_cosine_distance  # noqa: E402
 from precompute.engine.models import load_model  # noqa: E402
 from precompute.engine.synthesis import diversity_schedule, measure, noise_init, render  # noqa: E402

@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from precompute.build.atlas import AtlasBuilder, BuildConfig  # noqa: E402
-from precompute.build.chunks import ChunkBuilder  # noqa: E402
+from precompute.pipeline.atlas import AtlasBuilder, BuildConfig  # noqa: E402
+from precompute.pipeline.chunks import ChunkBuilder  # noqa: E402
 
 PER_LAYER = 32      # hidden neurons sampled per layer (evenly over the live ones)
 CLASSES = (0, 5)    # class neurons (each a Barnes-Hut t-SNE of 6,000 images)

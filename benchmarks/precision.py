@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from precompute.build.runtime import default_batch_size, resolve_precision  # noqa: E402
+from precompute.pipeline.runtime import default_batch_size, resolve_precision  # noqa: E402
 from precompute.engine.models import load_model  # noqa: E402
 from precompute.engine.synthesis import measure, mfv_schedule, noise_init, render  # noqa: E402
 

@@ -2,7 +2,7 @@
 
     python benchmarks/step_costs.py     # python -m precompute.bench includes this table
 
-For each model, the schedule the build uses (precompute.build.plan.schedule_for) with each image
+For each model, the schedule the build uses (precompute.pipeline.plan.schedule_for) with each image
 parameterization under the full transforms (jitter, scale, rotate), and the paper's pixel loop with
 jitter alone; MFV's loop against the diversity method's (k images of a unit optimized together, with
 a style penalty). Each cell is the best of a few alternating repeats, in ms per image-step, with its
@@ -18,8 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from precompute.build.plan import BuildConfig, schedule_for  # noqa: E402
-from precompute.build.runtime import default_batch_size, resolve_precision  # noqa: E402
+from precompute.pipeline.plan import BuildConfig, schedule_for  # noqa: E402
+from precompute.pipeline.runtime import default_batch_size, resolve_precision  # noqa: E402
 from precompute.engine.models import load_model  # noqa: E402
 from precompute.engine.synthesis import noise_init, render  # noqa: E402
 

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import duckdb  # noqa: E402
 
-from precompute.build import build_atlas  # noqa: E402
-from precompute.build.plan import ROBUST_SCALE, BuildConfig, default_scale_range  # noqa: E402
+from precompute.pipeline import build_atlas  # noqa: E402
+from precompute.pipeline.plan import ROBUST_SCALE, BuildConfig, default_scale_range  # noqa: E402
 from precompute.evidence.evaluate import evaluate_store  # noqa: E402
 from precompute.engine.models import imagenet_classes  # noqa: E402
 from precompute.evidence.photos import PHOTOS, make_photo_folders  # noqa: E402

@@ -16,6 +16,6 @@ def __getattr__(name):
         from .lookup import Lookup
         return Lookup
     if name in __all__:
-        from . import build
-        return getattr(build, name)
+        from . import pipeline
+        return getattr(pipeline, name)
     raise AttributeError(f"module 'precompute' has no attribute {name!r}")

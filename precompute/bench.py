@@ -175,7 +175,7 @@ def build_row(device: torch.device) -> dict:
     """Time the full demo build into a scratch folder, as `python -m precompute demo` runs it."""
     import tempfile
 
-    from .build.atlas import BuildConfig, build_atlas
+    from .pipeline.atlas import BuildConfig, build_atlas
     with tempfile.TemporaryDirectory() as scratch:
         config = BuildConfig(store=scratch, methods=("mfv", "center-bias", "noise"), device=str(device))
         summary = build_atlas(config)

@@ -46,7 +46,7 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 
 def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
-    from .build.plan import BuildConfig
+    from .pipeline.plan import BuildConfig
     defaults = BuildConfig(store="")
     _add_target_options(parser.add_argument_group("what to build"), demo)
     _add_algorithm_options(parser.add_argument_group("algorithm"), defaults)
@@ -243,7 +243,7 @@ def _add_lookup_parser(sub) -> None:
 
 
 def _config(args, out: str, methods_default):
-    from .build.plan import BuildConfig
+    from .pipeline.plan import BuildConfig
     return BuildConfig(
         store=out, model=getattr(args, "model", "demo"), weights=getattr(args, "weights", None), data=args.data,
         layers=getattr(args, "layers", None), units=getattr(args, "units", None),
@@ -276,14 +276,14 @@ def _open_hint(out: str) -> str:
 def cmd_demo(args, progress) -> str:
     from .demo.train import ensure_demo_weights
     ensure_demo_weights(retrain=args.retrain, data=args.data, progress=progress)
-    from .build.atlas import build_atlas
+    from .pipeline.atlas import build_atlas
     from .core.methods import METHODS
     _report(build_atlas(_config(args, args.store, tuple(METHODS)), progress))
     return _open_hint(args.store)
 
 
 def cmd_build(args, progress) -> str:
-    from .build.atlas import build_atlas
+    from .pipeline.atlas import build_atlas
     if args.model == "demo" and not args.weights:
         from .demo.train import ensure_demo_weights
         ensure_demo_weights(data=args.data, progress=progress)
@@ -292,7 +292,7 @@ def cmd_build(args, progress) -> str:
 
 
 def cmd_layers(args, progress) -> None:
-    from .build.atlas import list_layers
+    from .pipeline.atlas import list_layers
     rows = list_layers(args.model, args.weights)
     width = max(12, *(len(row["layer"]) for row in rows))
     print(f"{'layer':{width}s} {'alias':5s} {'kind':6s} {'role':9s} {'units':>6s}  {'shape':10s} read as")

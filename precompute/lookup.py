@@ -21,7 +21,7 @@ import duckdb
 import numpy as np
 import torch
 
-from .build.runtime import images_of_run, resolve_device, spec_of_run
+from .pipeline.runtime import images_of_run, resolve_device, spec_of_run
 from .core.errors import AtlasError, choose
 from .core.store import READ_ONLY_CONFIG, ensure_database
 from .core.uploads import decode_image

@@ -52,7 +52,7 @@ def fashion_train():
 @pytest.fixture(scope="session")
 def small_store(tmp_path_factory, demo_weights):
     """A real build of 9 neurons x 4 methods on the first 2,000 training images."""
-    from precompute.build import BuildConfig, build_atlas
+    from precompute.pipeline import BuildConfig, build_atlas
     out = tmp_path_factory.mktemp("store") / "atlas"
     summary = build_atlas(BuildConfig(store=str(out), device="cpu", **SMALL_BUILD))
     return out, summary
@@ -96,7 +96,7 @@ def photo_folder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def effnet_store(tmp_path_factory, photo_folder):
     """A small real EfficientNet-Lite0 MFV build of two units of a conv block (receptive field 67 px)."""
-    from precompute.build import BuildConfig, build_atlas
+    from precompute.pipeline import BuildConfig, build_atlas
     out = tmp_path_factory.mktemp("effnet") / "atlas"
     build_atlas(BuildConfig(store=str(out), model="efficientnet-lite0", data=str(photo_folder), layers=(EFFNET_CONV,),
                             units=(0, 1), top_n=12, k=2, m=3, steps=5, device="cpu"))

@@ -42,7 +42,7 @@ def test_runs_record_their_config_and_seed(small_store):
 
 
 def test_synthesis_defaults_and_the_papers_loop_keeping_its_run_ids():
-    from precompute.build import BuildConfig
+    from precompute.pipeline import BuildConfig
     assert BuildConfig(store="").synthesis() == ("fourier", ("jitter", "scale", "rotate"), 0.05)
     assert BuildConfig(store="", param="maco", learning_rate=0.02).synthesis()[::2] == ("maco", 0.02)
     paper = BuildConfig(store="", param="pixel", transforms=("jitter",))
@@ -54,7 +54,7 @@ def test_synthesis_defaults_and_the_papers_loop_keeping_its_run_ids():
 def test_scale_range_is_chosen_by_input_size_and_a_wider_one_gets_its_own_run_ids():
     from types import SimpleNamespace
 
-    from precompute.build.plan import BuildConfig, schedule_for
+    from precompute.pipeline.plan import BuildConfig, schedule_for
     at = lambda size: SimpleNamespace(input_shape=(3, size, size))   # noqa: E731 (only the size is read)
     assert schedule_for("mfv", at(28), BuildConfig(store="")).scale == 0.1
     assert schedule_for("noise", at(224), BuildConfig(store="")).scale == 0.4
@@ -67,7 +67,7 @@ def test_scale_range_is_chosen_by_input_size_and_a_wider_one_gets_its_own_run_id
 
 def test_auto_precision_is_bf16_only_where_it_was_measured_faster(monkeypatch):
     import torch
-    from precompute.build.runtime import resolve_precision
+    from precompute.pipeline.runtime import resolve_precision
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
@@ -132,7 +132,7 @@ def test_the_readme_query_answers(small_store):
 
 
 def test_building_again_is_a_no_op(small_store):
-    from precompute.build import BuildConfig, build_atlas
+    from precompute.pipeline import BuildConfig, build_atlas
     store, first = small_store
     again = build_atlas(BuildConfig(store=str(store), device="cpu", **SMALL_BUILD))
     assert again.neurons_built == 0 and again.run_ids == first.run_ids
@@ -160,7 +160,7 @@ def test_resume_after_kill_builds_every_neuron_exactly_once(tmp_path):
 
 def test_nan_weights_fail_the_neuron_and_the_run_goes_on(tmp_path, demo_weights):
     import torch
-    from precompute.build import BuildConfig, build_atlas
+    from precompute.pipeline import BuildConfig, build_atlas
     state = torch.load(demo_weights, weights_only=True)
     original = state["fc8.weight"][3].clone()
     state["fc8.weight"][3] = float("nan")           # class 3's logit is NaN
@@ -187,7 +187,7 @@ def test_nan_weights_fail_the_neuron_and_the_run_goes_on(tmp_path, demo_weights)
 def test_rerun_inherits_the_stored_runs_settings(small_store, tmp_path):
     import json
     import shutil
-    from precompute.build import rerun_neuron
+    from precompute.pipeline import rerun_neuron
     store, summary = small_store
     copy = tmp_path / "copy"
     shutil.copytree(store / "parts", copy / "parts")
@@ -205,7 +205,7 @@ def test_rerun_inherits_the_stored_runs_settings(small_store, tmp_path):
 
 
 def test_progress_moves_during_synthesis_and_the_plan_comes_first(tmp_path):
-    from precompute.build import BuildConfig, build_atlas
+    from precompute.pipeline import BuildConfig, build_atlas
 
     class Recorder:
         def __init__(self):

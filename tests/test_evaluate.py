@@ -36,7 +36,7 @@ def test_the_penalty_compares_only_the_images_of_a_group():
 
 
 def test_a_units_images_share_a_batch():
-    from precompute.build.chunks import _batches
+    from precompute.pipeline.chunks import _batches
     jobs = [(unit, f) for unit in range(5) for f in range(3)]
     batches = list(_batches(jobs, 7, whole_units=True))
     assert [len(b) for b in batches] == [6, 6, 3]
@@ -48,7 +48,7 @@ def test_a_units_images_share_a_batch():
 def test_the_diversity_penalty_spreads_a_neurons_images(demo_spec):
     """The same render with and without the penalty: with it, each neuron's k images lie farther
     apart in fc7 space, and they still raise their unit."""
-    from precompute.build.runtime import image_key
+    from precompute.pipeline.runtime import image_key
     from precompute.evidence.measures import mean_pairwise_cosine_distance
     from precompute.engine.synthesis import diversity_schedule, measure, noise_init, render
     k, layer, units = 4, "fc8", [0, 5, 8]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import ROOT, query
-from precompute.build import BuildConfig, build_atlas, list_layers
+from precompute.pipeline import BuildConfig, build_atlas, list_layers
 from precompute.core.errors import AtlasError
 from precompute.engine.models import imagenet_classes, load_model
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT, query, start_and_kill_after_two_chunks
-from precompute.build import BuildConfig, build_atlas
+from precompute.pipeline import BuildConfig, build_atlas
 from precompute.cli import main
 from ray_faults import CRASH_DIR_ENV
 
@@ -77,7 +77,7 @@ def test_ray_build_equals_the_local_build(ray_cluster, tmp_path):
 
 @requires_ray
 def test_a_worker_killed_mid_chunk_is_retried(ray_cluster, tmp_path, monkeypatch):
-    from precompute.build import executors
+    from precompute.pipeline import executors
     crash = ray_cluster / "fc6__00002.crash"   # the chunk of units 2,3 dies once, before its neurons part
     crash.touch()
     monkeypatch.setattr(executors, "CONSOLIDATE_EVERY_S", 0.0)   # consolidate after every chunk
@@ -120,7 +120,7 @@ def test_a_killed_driver_resumes_with_every_neuron_once(ray_cluster, tmp_path):
 def test_a_user_error_on_a_worker_is_one_line(ray_cluster, tmp_path):
     import ray
     from precompute.core.errors import AtlasError
-    from precompute.build.executors import ChunkWorker, RayExecutor
+    from precompute.pipeline.executors import ChunkWorker, RayExecutor
     driver = RayExecutor(BuildConfig(store=str(tmp_path), layers=("fc8",), executor="ray"))
     # as if the weights were at the driver's path but missing on the worker's node
     missing = BuildConfig(store=str(tmp_path), layers=("fc8",), weights=str(tmp_path / "gone.pt"))

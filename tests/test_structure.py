@@ -50,8 +50,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_engine_has_no_import_cycle():
     graph = local_imports(ROOT / "precompute")
-    assert "precompute.build.executors" in graph["precompute.build.atlas"]          # the builder hands work to executors,
-    assert "precompute.build.atlas" not in graph["precompute.build.executors"]      # which do not reach back
+    assert "precompute.pipeline.executors" in graph["precompute.pipeline.atlas"]          # the builder hands work to executors,
+    assert "precompute.pipeline.atlas" not in graph["precompute.pipeline.executors"]      # which do not reach back
     assert cycles(graph) == []
 
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from conftest import query
 from precompute.engine.activations import scan
-from precompute.build import BuildConfig, build_atlas, list_layers
+from precompute.pipeline import BuildConfig, build_atlas, list_layers
 from precompute.core.errors import AtlasError
 from precompute.engine.imagefolder import FolderSet
 from precompute.engine.models import load_model

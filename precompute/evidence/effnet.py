@@ -33,7 +33,7 @@ def evaluate_effnet(target: str | Path, n_units: int, work_dir: str | Path | Non
                     device: str = "auto") -> Path:
     """Build (or resume) the subset for the first `n_units` classes of EFFNET_CLASSES, evaluate it and
     record its rows in `target`'s evaluations and scores; returns the subset's store folder."""
-    from ..build.atlas import DATA_FREE, BuildConfig, build_atlas
+    from ..pipeline.atlas import DATA_FREE, BuildConfig, build_atlas
     from .evaluate import EXTERNAL_PARTS, evaluate_store
     from ..engine.models import imagenet_classes
     if not 1 <= n_units <= len(EFFNET_CLASSES):

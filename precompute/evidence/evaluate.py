@@ -116,7 +116,7 @@ def neighbourhoods(con, mfv_run: dict | None, spec: ModelSpec, device, progress)
     image set they index; ({}, None) without an MFV run (data-free stores have no exemplars)."""
     if mfv_run is None:
         return {}, None
-    from ..build.runtime import images_of_run
+    from ..pipeline.runtime import images_of_run
     from ..engine.activations import embed
     images = images_of_run(mfv_run, spec)
     rows = con.execute("""SELECT layer, unit, list(image_id ORDER BY facet, rank_in_facet),
@@ -334,7 +334,7 @@ def evaluate_store(store_dir: str | Path, progress=None, device: str = "auto", h
     """Measure every run of the store (one per method) and (re)write its evaluations and the
     explanation scores of its images (those need held-out images: the demo's test split, else
     the folder `heldout`)."""
-    from ..build.runtime import resolve_device, spec_of_run
+    from ..pipeline.runtime import resolve_device, spec_of_run
     start = time.perf_counter()
     progress = progress or (lambda task, done, total: None)
     store, con = open_store(store_dir)

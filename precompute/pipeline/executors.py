@@ -1,7 +1,7 @@
 """Where a build's work runs: `LocalExecutor` (this process) or `RayExecutor` (`--executor ray`).
 
 Both take the same plan and the same Job (runs, store, the scan's MfvInputs as a value) and build
-each chunk with precompute.build.chunks.ChunkBuilder.build, the public chunk API.
+each chunk with precompute.pipeline.chunks.ChunkBuilder.build, the public chunk API.
 
 On a Ray cluster the scan is split by images, the neurons by chunks.
 

@@ -73,7 +73,7 @@ class BuildConfig:
     std: tuple[float, ...] | None = None
     precision: str = "auto"         # fp32, bf16 (autocast) or auto: bf16 where the hardware runs it natively
     workers: int | None = None      # processes for facet finding (default: one per CPU core)
-    executor: str = "local"         # "ray": scan shards and chunks as Ray tasks (precompute.build.executors)
+    executor: str = "local"         # "ray": scan shards and chunks as Ray tasks (precompute.pipeline.executors)
     ray_address: str | None = None  # Ray only: the cluster (default: RAY_ADDRESS, `ray start`, else a local one)
     gpus_per_task: float | None = None   # Ray only: GPUs per worker (default: 1 if the cluster has GPUs)
     cpus_per_task: int | None = None     # Ray only: CPU cores per worker, its torch threads (default 1)

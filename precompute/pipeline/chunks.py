@@ -1,6 +1,6 @@
 """Building one chunk: the neurons of some units of one layer, for one run, written to the store.
 
-A chunk is the unit of work of every executor (precompute.build.executors): MFV finds each neuron's
+A chunk is the unit of work of every executor (precompute.pipeline.executors): MFV finds each neuron's
 facets in its exemplars' codes and synthesizes one image per facet from the facet's mean image;
 the baselines synthesize from noise. Everything a chunk reads is passed in: the plan, the store,
 and for MFV the scan's result (`MfvInputs`), computed once per build.

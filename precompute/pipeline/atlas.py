@@ -5,8 +5,8 @@ and its `neurons` part last, so a killed build resumes where it stopped with eve
 exactly once. A run is one method under one configuration; its id is a hash of that
 configuration, so building again with the same settings resumes or extends the same run.
 This module keeps the runs (what is done, what is left, their records) and the build's own
-reading of the data; the plan says what to build (precompute.build.plan), a chunk builder how
-(precompute.build.chunks), an executor where (precompute.build.executors: this process, or Ray workers).
+reading of the data; the plan says what to build (precompute.pipeline.plan), a chunk builder how
+(precompute.pipeline.chunks), an executor where (precompute.pipeline.executors: this process, or Ray workers).
 """
 from __future__ import annotations
 
