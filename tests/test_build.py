@@ -35,7 +35,8 @@ def test_runs_record_their_config_and_seed(small_store):
         assert config["method"] == method and config["seed"] == seed == 0
         assert config["k"] == 3 and config["steps"] == 30 and config["schedule"]["stages"]
         assert len(sha) == 64 and status == "complete"
-        assert config["precision"] in ("fp32", "bf16"), "auto is recorded as what actually ran"
+        assert config["precision"] == "auto", "the run records what was asked"
+        assert config["precision_ran"] in ("fp32", "bf16"), "and what it ran in"
         assert config["param"] == config["schedule"]["param"] == "fourier", "auto param recorded as what ran"
         assert config["schedule"]["scale"] == config["scale_range"] == 0.1, "28 px: Lucid's scale range, recorded"
         assert config["schedule"]["rotate"] > 0
@@ -79,6 +80,28 @@ def test_auto_precision_is_bf16_only_where_it_was_measured_faster(monkeypatch):
     assert resolve_precision("auto", torch.device("cpu")) == "bf16"
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")   # ATEN_CPU_CAPABILITY=avx2
     assert resolve_precision("auto", torch.device("cpu")) == "fp32", "AMX is reached only by the AVX512 kernels"
+
+
+def test_a_run_is_the_same_run_on_every_cpu_and_resumes_in_the_precision_it_started_with(tmp_path, monkeypatch):
+    """A request that resolves to bf16 on a CPU with AMX and to fp32 on one without names one run; a run
+    started on the one and resumed on the other keeps its precision and says so in one line."""
+    from precompute.pipeline import BuildConfig, build_atlas, plan
+    config = dict(store=str(tmp_path / "atlas"), device="cpu", layers=("fc8",), methods=("noise",), steps=2)
+    said = []
+    progress = lambda task, done, total: None   # noqa: E731
+    progress.say = said.append
+    monkeypatch.setattr(plan, "resolve_precision", lambda name, device: "bf16")   # a CPU with AMX
+    started = build_atlas(BuildConfig(units=(0,), **config), progress)
+    monkeypatch.setattr(plan, "resolve_precision", lambda name, device: "fp32")   # a CPU without
+    resumed = build_atlas(BuildConfig(units=(0, 1), **config), progress)
+    assert resumed.run_ids == started.run_ids and resumed.neurons_built == 1
+    (run_id,) = started.run_ids.values()
+    assert f"resuming run {run_id} in bf16, as it started (--precision auto would pick fp32 here)" in said
+    assert query(tmp_path / "atlas", "SELECT count(*), any_value(json_extract_string(config_json, '$.precision_ran')) "
+                                     "FROM runs") == [(1, "bf16")]
+    fresh = build_atlas(BuildConfig(units=(0,), **config | {"store": str(tmp_path / "new")}), progress)
+    assert fresh.run_ids == started.run_ids, "a new build of the same request here is the same run"
+    assert query(tmp_path / "new", "SELECT json_extract_string(config_json, '$.precision_ran') FROM runs") == [("fp32",)]
 
 
 @pytest.mark.numerics

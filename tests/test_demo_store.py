@@ -96,3 +96,21 @@ def test_the_quick_start_command_resumes_the_committed_store_at_once(tmp_path):
     assert "(0 neuron-runs built" in result.stdout        # same settings, same runs: nothing to redo
     assert result.stdout.splitlines()[-1] == f"open the atlas: streamlit run dashboard/app.py -- --store {tmp_path}"
     assert (tmp_path / DB_NAME).exists()
+
+
+@pytest.mark.parametrize("kernels", [None, "avx2"])
+def test_the_committed_store_resumes_on_every_cpu(tmp_path, kernels):
+    """The README's first command on a machine without AMX (torch's AVX2 kernels reproduce one) plans no
+    neuron-run: a run's identity names the precision asked for, not what this CPU makes of it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    shutil.copytree(STORE / "parts", tmp_path / "demo" / "parts")
+    env = {key: value for key, value in os.environ.items() if key != "ATEN_CPU_CAPABILITY"}
+    env |= {"ATEN_CPU_CAPABILITY": kernels} if kernels else {}
+    done = subprocess.run([sys.executable, "-m", "precompute", "demo", "--store", str(tmp_path / "demo")], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "plan: nothing to do, every requested neuron is already built" in done.stdout + done.stderr
+    assert len(list((tmp_path / "demo" / "parts" / "runs").glob("*.parquet"))) == 4

@@ -26,7 +26,7 @@ from ..engine.models import load_model
 from .chunks import MfvInputs
 from .executors import Job, LocalExecutor, Progress, RayExecutor
 from .plan import DATA_FREE, ROBUST_SCALE, BuildConfig, make_plan
-from .runtime import Timings, class_of_label, code_version, load_images
+from .runtime import Timings, check_precision_runs, class_of_label, code_version, load_images, run_precision
 
 __all__ = ["BuildConfig", "BuildSummary", "build_atlas", "list_layers", "rerun_neuron", "DATA_FREE"]
 
@@ -54,6 +54,7 @@ class AtlasBuilder:
         self.timings = Timings()
         self.image_steps_left = 0   # synthesis work of the build, for the estimate after its first batch
         self.estimated = False
+        self.precision: dict[str, str] = {}   # run id -> the precision it runs in (a resumed run: its own)
 
     # ---- runs -------------------------------------------------------------------------
     def _write_run(self, method: str, run_id: str, seconds: float, status: str) -> None:
@@ -61,7 +62,7 @@ class AtlasBuilder:
         now = datetime.now(timezone.utc).replace(microsecond=0)
         config = dataclasses.asdict(self.config) | {
             "method": method, "schedule": dataclasses.asdict(self.plan.schedule(method)),
-            "min_facet_size": self.config.facet_minimum,
+            "min_facet_size": self.config.facet_minimum, "precision_ran": self.precision[run_id],
             "model_sha256": self.spec.weights_sha256, "dataset": self.plan.dataset,
             "skipped_files": self.images.skipped if self.images is not None else None}
         self.store.write("runs", run_id, [{
@@ -93,6 +94,7 @@ class AtlasBuilder:
             done = self.store.completed_units(run_id)
             todo[method] = (run_id, {layer: [u for u in units if (layer, u) not in done]
                                      for layer, units in self.units.items()})
+            self.precision[run_id] = self._precision(run_id, any(todo[method][1].values()))
         mfv_layers = [layer for layer, units in todo.get("mfv", ("", {}))[1].items() if units]
         labels = self.load_data() if mfv_layers else None
         if any(units for _, layers in todo.values() for units in layers.values()):
@@ -120,6 +122,17 @@ class AtlasBuilder:
                             time.perf_counter() - start, dict(self.timings),
                             self.images.skipped if self.images is not None else 0)
 
+    def _precision(self, run_id: str, work_left: bool) -> str:
+        """What a run runs in: a new run, what the asked precision resolves to here; a stored run, what it
+        started with, so that a resume on another CPU continues the same run the same way."""
+        recorded = run_precision(self.store, run_id)
+        if recorded is None or recorded == self.plan.precision or not work_left:
+            return recorded or self.plan.precision
+        check_precision_runs(recorded, self.plan.device, run_id)
+        self._say(f"resuming run {run_id} in {recorded}, as it started (--precision {self.config.precision} "
+                  f"would pick {self.plan.precision} here)")
+        return recorded
+
     def _say(self, text: str) -> None:
         say = getattr(self.progress, "say", None)   # the terminal's; other callbacks (the dashboard's) lack it
         if say and text:
@@ -136,7 +149,8 @@ class AtlasBuilder:
         data = (f"; mfv: top {c.top_n} exemplars a hidden unit (a class neuron: all of its class), k={c.k}, "
                 f"m={c.m}, facets of >= {c.facet_minimum}") if "mfv" in runs else ""
         return (f"plan: {' + '.join(f'{n} {m}' for m, n in runs.items())} neuron-runs of {c.model} "
-                f"({', '.join(layers)}){data}; {c.steps} steps an image; {self.executor.where(self.plan)}, {c.precision}, "
+                f"({', '.join(layers)}){data}; {c.steps} steps an image; {self.executor.where(self.plan)}, "
+                f"{'/'.join(sorted(set(self.precision.values())))}, "
                 f"batches of {self.plan.batch_size}")
 
     def _images_per_neuron(self, method: str) -> int:

@@ -23,7 +23,7 @@ from ..engine.models import ModelSpec
 from ..engine.receptive import crop
 from ..engine.synthesis import measure, noise_init, render
 from .plan import Plan
-from .runtime import Timings, image_key
+from .runtime import Timings, image_key, run_precision
 
 BatchDone = Callable[[float, int, int, str], None]   # (seconds, images, steps, layer) of a synthesis batch
 
@@ -82,11 +82,15 @@ class ChunkBuilder:
         self.prefetched: dict[tuple, tuple[list[dict], list[tuple], Callable[[], list]]] = {}
         self.on_batch = on_batch or (lambda seconds, images, steps, layer: None)
         self.timings = Timings()
+        self.precision = plan.precision   # the chunk being built's run's (build)
 
     def build(self, method: str, run_id: str, layer: str, units: list[int],
               advance: Callable[[float], None] | None = None) -> None:
         """Build and write one chunk; `advance(share)` is told the share of its synthesis done."""
         name = f"{run_id}__{layer}__{units[0]:05d}"
+        # the run's recorded precision, which a run resumed on another machine keeps (its row is written
+        # before its first chunk, by whichever executor)
+        self.precision = run_precision(self.store, run_id) or self.plan.precision
         if method == "mfv":
             neurons, facets, exemplars, thumbnails = self._mfv_chunk(layer, units, advance)
             exemplars["run_id"] = [run_id] * len(exemplars["unit"])
@@ -254,7 +258,7 @@ class ChunkBuilder:
             init = torch.stack([j[3] for j in batch]).to(self.device)
             started = time.perf_counter()
             with self.timings.timed("synthesis"):
-                final = render(self.spec, layer, units, init, schedule, keys, step_done, self.config.precision)
+                final = render(self.spec, layer, units, init, schedule, keys, step_done, self.precision)
                 before, after = measure(self.spec, layer, units, init), measure(self.spec, layer, units, final)
             self.on_batch(time.perf_counter() - started, len(batch), schedule.steps, layer)
             for i, (unit, facet, size, _) in enumerate(batch):

@@ -71,7 +71,7 @@ class BuildConfig:
     input_size: int | None = None   # preprocessing overrides (default: the model's own)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    precision: str = "auto"         # fp32, bf16 (autocast) or auto: bf16 where the hardware runs it natively
+    precision: str = "auto"         # asked for: fp32, bf16 (autocast) or auto (bf16 where the hardware runs it natively)
     workers: int | None = None      # processes for facet finding (default: one per CPU core)
     executor: str = "local"         # "ray": scan shards and chunks as Ray tasks (precompute.pipeline.executors)
     ray_address: str | None = None  # Ray only: the cluster (default: RAY_ADDRESS, `ray start`, else a local one)
@@ -89,8 +89,8 @@ class BuildConfig:
             ident |= {"param": param, "transforms": list(transforms), "learning_rate": rate}
         if "scale" in transforms and self.scale_range not in (None, ROBUST_SCALE):   # Lucid's range keeps its ids
             ident["scale_range"] = self.scale_range
-        if self.precision != "fp32":
-            ident["precision"] = self.precision
+        if self.precision != "fp32":   # what was asked, not what this machine makes of it: the same request
+            ident["precision"] = self.precision   # on another CPU is the same run (Plan.precision: what runs)
         ident.update(method=method, model_sha256=weights_sha256, dataset=dataset)
         if method != "mfv":   # baselines use no data (diversity keeps k: its images per neuron)
             for key in ("top_n", "k", "m", "min_facet_size", "thumbs_per_facet", "pca_codes", "dataset", "max_images"):
@@ -128,6 +128,7 @@ class Plan:
     workers: int                    # processes for facet finding
     dataset: str                    # what the images are, part of every run's identity
     fields: dict[str, ReceptiveField | None]   # layer -> receptive field (None: fc, or the whole image)
+    precision: str                  # what the asked precision resolves to here (a resumed run keeps its own)
 
     def run_id(self, method: str) -> str:
         ident = self.config.identity(method, self.spec.weights_sha256, self.dataset)
@@ -142,8 +143,6 @@ def make_plan(config: BuildConfig) -> Plan:
     """Validate `config`, resolve its defaults and load its model (AtlasError for a user's mistake)."""
     validate(config)
     device = resolve_device(config.device)
-    # the run records the precision used, so its id says what the machine actually ran
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision, device))
     if config.model != "demo" and not config.data and "mfv" in config.methods:
         raise AtlasError(f"model {config.model!r} needs --data DIR for mfv: an image folder with one sub-folder "
                          f"per class (the data-free methods {', '.join(DATA_FREE)} need none)")
@@ -153,7 +152,8 @@ def make_plan(config: BuildConfig) -> Plan:
                                  scale_range=config.scale_for(spec.input_shape[1]))
     units = _select_units(spec, config)
     return Plan(config, spec, device, units, config.batch_size or default_batch_size(spec.input_shape[1], device),
-                config.workers or os.cpu_count() or 1, dataset_name(config), receptive_fields(spec, units))
+                config.workers or os.cpu_count() or 1, dataset_name(config), receptive_fields(spec, units),
+                resolve_precision(config.precision, device))
 
 
 def validate(config: BuildConfig) -> None:

@@ -54,6 +54,23 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "bf16" if amx_kernels else "fp32"
 
 
+def run_precision(store, run_id: str) -> str | None:
+    """The precision a stored run ran in (None: no such run yet). Runs from before the request and
+    the result were told apart recorded the result as `precision`."""
+    previous = store.read("runs", run_id)
+    if not previous:
+        return None
+    config = json.loads(previous[0]["config_json"])
+    return config.get("precision_ran", config.get("precision"))
+
+
+def check_precision_runs(precision: str, device: torch.device, run_id: str) -> None:
+    """A resumed run keeps its precision; say in one line where this device cannot run it."""
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise AtlasError(f"run {run_id} was started in bf16, which this GPU does not support; resume it on a "
+                         "GPU with bfloat16 or a CPU, or start a new run with --precision fp32")
+
+
 def default_batch_size(input_size: int, device: torch.device) -> int:
     """Images per synthesis batch. A GPU wants large batches; a CPU wants the batch's activations
     to stay in cache: on the demo (28 px, 2 cores, bf16) 128 images run 1.3x faster per
