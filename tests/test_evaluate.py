@@ -252,12 +252,26 @@ def test_every_image_of_every_run_has_an_explanation_score(evaluated_store):
     assert set(explained["method"]) == set(METHODS) | {"exemplars"}
 
 
-def test_exemplars_explain_class_neurons_and_explain_neurons_better_than_noise(evaluated_store):
-    store, _ = evaluated_store
-    class_exemplars = query(store, "SELECT avg(score) FROM scores WHERE layer = 'fc8' AND facet IS NULL AND method = 'exemplars'")
-    assert class_exemplars[0][0] >= 0.9, "natural references far above chance: the trials work"
-    means = dict(query(store, "SELECT method, avg(score) FROM scores WHERE facet IS NULL GROUP BY method"))
-    assert means["exemplars"] > means["noise"], means
+@pytest.mark.numerics
+def test_exemplars_explain_neurons_clearly_and_clearly_better_than_noise(tmp_path):
+    """On the committed demo store's fc8 and fc7 (266 neurons): the score is graded (strong against
+    moderate images), real exemplars far above chance yet below the ceiling, and a clear margin above
+    noise, not a tie-breaking digit that another CPU's kernels can flip."""
+    from precompute.core.store import READ_ONLY_CONFIG, Store
+    from precompute.evidence import scoring
+    from precompute.pipeline.runtime import images_of_run, spec_of_run
+    con = duckdb.connect(str(Store(ROOT / "data" / "demo").consolidate(tmp_path / "atlas.duckdb")), read_only=True,
+                         config=READ_ONLY_CONFIG)
+    runs = {row["method"]: row for row in con.execute("SELECT * FROM runs").fetchdf().to_dict("records")}
+    spec = spec_of_run(runs["mfv"])
+    heldout, description = scoring.heldout_set(spec, "demo", None, None)
+    rows = scoring.score_runs(con, {m: runs[m] for m in ("mfv", "noise")}, spec, ["fc8", "fc7"],
+                              images_of_run(runs["mfv"], spec), heldout, description, "demo-seed1", "cpu",
+                              lambda *args: None)
+    means = {method: np.nanmean([r["score"] for r in rows if r["method"] == method and r["facet"] is None])
+             for method in ("exemplars", "noise")}
+    assert 0.75 <= means["exemplars"] < 0.97, means
+    assert means["exemplars"] >= means["noise"] + 0.08, means
 
 
 def test_held_out_images_must_not_be_the_training_folder(tmp_path, demo_spec):

@@ -24,6 +24,7 @@ from ..core.store import SCHEMA_VERSION, Store
 from ..engine.activations import embed
 from ..engine.models import load_model
 from .chunks import MfvInputs
+from .estimate import synthesis_seconds
 from .executors import Job, LocalExecutor, Progress, RayExecutor
 from .plan import DATA_FREE, ROBUST_SCALE, BuildConfig, make_plan
 from .runtime import Timings, check_precision_runs, class_of_label, code_version, load_images, run_precision
@@ -52,8 +53,6 @@ class AtlasBuilder:
         self.store = Store(config.store)
         self.images = None          # the dataset (ImageSet or FolderSet), read when MFV needs it
         self.timings = Timings()
-        self.image_steps_left = 0   # synthesis work of the build, for the estimate after its first batch
-        self.estimated = False
         self.precision: dict[str, str] = {}   # run id -> the precision it runs in (a resumed run: its own)
 
     # ---- runs -------------------------------------------------------------------------
@@ -100,10 +99,10 @@ class AtlasBuilder:
         if any(units for _, layers in todo.values() for units in layers.values()):
             self.executor.connect(self.plan)   # where the work will run is checked before the plan is printed
         left = {method: layers for method, (_, layers) in todo.items()}
-        self.image_steps_left = sum(self._images_per_neuron(method) * len(units)
-                                    for method, layers in left.items() for units in layers.values()) * self.config.steps
         self._say(self._plan(left))
         inputs = self.scan(mfv_layers, labels) if mfv_layers else None
+        if isinstance(self.executor, LocalExecutor):   # on Ray the work runs on other machines than this
+            self._estimate(todo)
         runs = []   # (method, run_id, units left by layer) of the runs with work left
         for method, (run_id, layers) in todo.items():
             if any(layers.values()):
@@ -114,7 +113,7 @@ class AtlasBuilder:
             if previous and previous[0]["status"] != "complete":
                 self._write_run(method, run_id, 0.0, "complete")
         built = self.executor.build(Job(self.plan, self.store, runs, inputs, self.progress, self._write_run,
-                                        self._estimate, self.timings)) if runs else 0
+                                        self.timings)) if runs else 0
         self.store.sweep_temp_files()
         with self.timings.timed("consolidate"):
             self.store.consolidate()
@@ -157,16 +156,17 @@ class AtlasBuilder:
         """Images synthesized per neuron (MFV: at most k, fewer for small exemplar sets or merged facets)."""
         return self.config.k if method in ("mfv", "diversity") else 1
 
-    def _estimate(self, seconds: float, images: int, steps: int, layer: str) -> None:
-        """After the build's first synthesis batch: the whole build's synthesis time at that rate."""
-        if self.estimated or not self.image_steps_left:
+    def _estimate(self, todo: dict[str, tuple[str, dict[str, list[int]]]]) -> None:
+        """Before synthesis starts: its time for the whole build, each method and layer timed on one batch."""
+        work = [(method, layer, self._images_per_neuron(method) * len(units))
+                for method, (_, layers) in todo.items() for layer, units in layers.items()]
+        if not any(images for *_, images in work):
             return
-        self.estimated = True
-        per_step = seconds / (images * steps)
-        deeper = len(self.units) > 1 and layer != list(self.units)[-1]
-        self._say(f"estimate: about {_duration(per_step * self.image_steps_left)} of synthesis for the whole build "
-                  f"at the first batch's rate ({images} images x {steps} steps of {layer} in {seconds:.1f} s"
-                  f"{'; deeper layers run slower' if deeper else ''})")
+        started = time.perf_counter()
+        with self.timings.timed("estimate"):
+            seconds = synthesis_seconds(self.plan, work, {m: self.precision[run_id] for m, (run_id, _) in todo.items()})
+        self._say(f"estimate: about {_duration(seconds)} of synthesis for the whole build (each method and layer "
+                  f"timed on one batch, in {time.perf_counter() - started:.1f} s)")
 
     def load_data(self) -> torch.Tensor:
         """Read and check the dataset (a user's mistake surfaces here, before anything is printed);

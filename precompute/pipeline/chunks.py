@@ -8,7 +8,6 @@ and for MFV the scan's result (`MfvInputs`), computed once per build.
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -24,8 +23,6 @@ from ..engine.receptive import crop
 from ..engine.synthesis import measure, noise_init, render
 from .plan import Plan
 from .runtime import Timings, image_key, run_precision
-
-BatchDone = Callable[[float, int, int, str], None]   # (seconds, images, steps, layer) of a synthesis batch
 
 
 class Exemplars(NamedTuple):
@@ -70,7 +67,7 @@ class MfvInputs:
 class ChunkBuilder:
     """Builds chunks of one plan into one store (`build`); MFV chunks need the scan's `inputs`."""
 
-    def __init__(self, plan: Plan, store: Store, inputs: MfvInputs | None = None, on_batch: BatchDone | None = None):
+    def __init__(self, plan: Plan, store: Store, inputs: MfvInputs | None = None):
         self.plan, self.store, self.inputs = plan, store, inputs
         self.spec, self.config, self.device = plan.spec, plan.config, plan.device
         self.batch_size, self.workers, self.dataset = plan.batch_size, plan.workers, plan.dataset
@@ -80,7 +77,6 @@ class ChunkBuilder:
         self.finder = FacetFinder(self.config.k, self.config.m, self.config.seed, min_size=self.config.facet_minimum)
         # (layer, units) -> (neuron rows, facet inputs, facets being found) of chunks started ahead
         self.prefetched: dict[tuple, tuple[list[dict], list[tuple], Callable[[], list]]] = {}
-        self.on_batch = on_batch or (lambda seconds, images, steps, layer: None)
         self.timings = Timings()
         self.precision = plan.precision   # the chunk being built's run's (build)
 
@@ -256,11 +252,9 @@ class ChunkBuilder:
             keys = torch.tensor([image_key(self.config.seed, method, layer, j[0], j[1]) for j in batch],
                                 device=self.device)
             init = torch.stack([j[3] for j in batch]).to(self.device)
-            started = time.perf_counter()
             with self.timings.timed("synthesis"):
                 final = render(self.spec, layer, units, init, schedule, keys, step_done, self.precision)
                 before, after = measure(self.spec, layer, units, init), measure(self.spec, layer, units, final)
-            self.on_batch(time.perf_counter() - started, len(batch), schedule.steps, layer)
             for i, (unit, facet, size, _) in enumerate(batch):
                 rows.append({
                     "layer": layer, "unit": unit, "facet": facet, "size": size,

@@ -52,7 +52,7 @@ import torch
 from ..core.errors import AtlasError
 from ..core.store import Store
 from ..engine.activations import ScanResult, merge_scans, scan
-from .chunks import BatchDone, ChunkBuilder, MfvInputs, chunks
+from .chunks import ChunkBuilder, MfvInputs, chunks
 from .plan import RAY_OPTIONS, BuildConfig, Plan, make_plan
 from .runtime import Timings, scan_batch_size
 
@@ -72,7 +72,6 @@ class Job:
     inputs: MfvInputs | None                       # the scan's result, for MFV runs
     progress: Progress
     record_run: Callable[[str, str, float, str], None]   # (method, run_id, seconds, status)
-    on_batch: BatchDone                             # a synthesis batch's timing (the build's estimate)
     timings: Timings                                # seconds by stage, added to
 
 
@@ -99,7 +98,7 @@ class LocalExecutor:
 
     def build(self, job: Job) -> int:
         """Build every chunk of the job's runs; returns the neurons built."""
-        builder = ChunkBuilder(job.plan, job.store, job.inputs, job.on_batch)
+        builder = ChunkBuilder(job.plan, job.store, job.inputs)
         for method, _, layers in job.runs:
             if method == "mfv":   # facets found in worker processes while earlier chunks synthesize
                 builder.prefetch_facets(layers)
