@@ -94,6 +94,11 @@ def _add_algorithm_options(a, d) -> None:
     a.add_argument("--transforms", type=_name_list, default=None, metavar="LIST",
                    help="transformation robustness, comma-separated of jitter, scale, rotate (default: all three, "
                         "as the sweep chose; the paper's loop: --param pixel --transforms jitter)")
+    from .core.methods import STOPS
+    a.add_argument("--stop", default=d.stop, choices=STOPS,
+                   help="MFV: exemplar keeps each image once it drives its unit as much as the neuron's strongest "
+                        "exemplar (past that, facets turn into one class stamp; benchmarks/sweep_facets.py); "
+                        "steps (default) runs every step")
     a.add_argument("--learning-rate", type=float, default=None, metavar="LR",
                    help="Adam's learning rate for fourier and maco (default: theirs)")
     a.add_argument("--scale-range", type=float, default=None, metavar="F",
@@ -248,7 +253,7 @@ def _config(args, out: str, methods_default):
         store=out, model=getattr(args, "model", "demo"), weights=getattr(args, "weights", None), data=args.data,
         layers=getattr(args, "layers", None), units=getattr(args, "units", None),
         methods=args.methods or methods_default, top_n=args.top_n, k=args.k, m=args.m,
-        min_facet_size=args.min_facet_size, steps=args.steps, param=args.param, transforms=args.transforms,
+        min_facet_size=args.min_facet_size, steps=args.steps, param=args.param, transforms=args.transforms, stop=args.stop,
         learning_rate=args.learning_rate, scale_range=args.scale_range,
         seed=args.seed, batch_size=args.batch_size, chunk_units=args.chunk_units, device=args.device,
         thumbs_per_facet=args.thumbs_per_facet, pca_codes=args.pca_codes, max_images=args.max_images,

@@ -46,6 +46,9 @@ class Schedule:
     learning_rate: float = 0.05           # Adam's, for the spectral parameterizations
     scale: float = 0.0                    # transformation robustness: random scale 1 +- this
     rotate: float = 0.0                   # and random rotation +- this many degrees, every step
+    seed_weight: float = 0.0              # > 0: penalty on the mean squared pixel change from the init
+    until_exemplar: bool = False          # MFV: keep each image once it drives its unit as much as the
+                                          # neuron's strongest exemplar (render's `targets`)
 
     @property
     def steps(self) -> int:
@@ -256,7 +259,7 @@ PRECISIONS = ("fp32", "bf16")
 
 def render(spec: ModelSpec, layer: str, units: torch.Tensor, init: torch.Tensor,
            schedule: Schedule, keys: torch.Tensor, progress=None, precision: str = "fp32",
-           groups: torch.Tensor | None = None) -> torch.Tensor:
+           groups: torch.Tensor | None = None, targets: torch.Tensor | None = None) -> torch.Tensor:
     """Maximize unit `units[i]` of `layer` for image i, starting from `init[i]` (pixels in [0, 1]).
 
     schedule.param "pixel" steps the pixels (normalized gradient ascent, then TV denoising);
@@ -266,6 +269,10 @@ def render(spec: ModelSpec, layer: str, units: torch.Tensor, init: torch.Tensor,
     GPUs and on CPUs with AMX); the canvas, its updates and TV denoising stay in float32.
     With `schedule.diversity` > 0, images with the same `groups` id (default: the same target
     unit) are pushed apart by `diversity_penalty`; a group must be wholly inside the batch.
+    With `schedule.seed_weight` > 0 each image is held near its init (feature accentuation's seed
+    regularizer, in pixels). With `targets`, an image is kept as it was the first time its
+    activation reached its target (MFV: the strongest real exemplar's), and the loop ends when
+    every image has: driving a unit far past any real image is where facets turn into one stamp.
     Returns the final images at the network's input size, on init's device.
     """
     info = spec.layers[layer]
@@ -284,10 +291,16 @@ def render(spec: ModelSpec, layer: str, units: torch.Tensor, init: torch.Tensor,
             canvas = F.interpolate(canvas, scale_factor=grown, mode="bilinear", align_corners=False)
         image = make_image(schedule.param, canvas)
         optimizer = torch.optim.Adam(image.parameters(), lr=schedule.learning_rate)
+    anchor = canvas.detach().clone()   # the init at the canvas's size, for the seed penalty
+    kept = torch.zeros(len(init), dtype=torch.bool, device=init.device)   # reached its target
+    frozen = torch.empty_like(canvas) if targets is not None else None
     done, total = 0, schedule.steps
     for stage in schedule.stages:
         if pixel and stage.upscale != 1.0:
             canvas = F.interpolate(canvas, scale_factor=stage.upscale, mode="bilinear", align_corners=False)
+            anchor = F.interpolate(anchor, scale_factor=stage.upscale, mode="bilinear", align_corners=False)
+            if frozen is not None:
+                frozen = F.interpolate(frozen, scale_factor=stage.upscale, mode="bilinear", align_corners=False)
         weights = _gradient_weights(stage, schedule, canvas)
         for i in range(stage.steps):
             if pixel:
@@ -300,6 +313,14 @@ def render(spec: ModelSpec, layer: str, units: torch.Tensor, init: torch.Tensor,
             with torch.autocast(canvas.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 outputs = net(spec.preprocess(view))
             gain = objective(outputs[layer].float(), stage.objective)
+            if targets is not None:
+                reached = (gain.detach() >= targets) & ~kept
+                frozen[reached] = canvas.detach()[reached]
+                kept |= reached
+                if bool(kept.all()):
+                    break
+            if schedule.seed_weight > 0:
+                gain = gain - schedule.seed_weight * ((canvas - anchor) ** 2).mean((1, 2, 3))
             if style:
                 gain = gain - schedule.diversity * diversity_penalty(outputs[style], groups)
             if pixel:
@@ -311,8 +332,15 @@ def render(spec: ModelSpec, layer: str, units: torch.Tensor, init: torch.Tensor,
             done += 1
             if progress:
                 progress(done, total)
-    final = canvas if pixel else image()
-    return center_crop(final.detach(), size).contiguous()
+        else:
+            continue
+        break   # every image reached its target
+    final = (canvas if pixel else image()).detach()
+    if frozen is not None:
+        final = torch.where(kept[:, None, None, None], frozen, final)
+    if progress and done < total:
+        progress(total, total)
+    return center_crop(final, size).contiguous()
 
 
 def _view(canvas: torch.Tensor, keys: torch.Tensor, step: int, schedule: Schedule, size: tuple) -> torch.Tensor:

@@ -151,7 +151,7 @@ class ChunkBuilder:
             thumbnails += self._new_thumbnails(ids[shown], crops.pixels)
             for facet, members in enumerate(self.finder.init_members(found)):
                 init = self.inputs.images.pixels(ids[members]).mean(0)
-                jobs.append((unit, facet, len(found.nearest[facet]), init))
+                jobs.append((unit, facet, len(found.nearest[facet]), init, row["max_activation"]))
                 mean_codes[unit, facet] = codes[found.nearest[facet]].mean(0).tolist()
         facets = self._synthesize("mfv", layer, jobs, advance)
         for row in facets:   # what a reverse lookup compares an image's code with
@@ -252,10 +252,13 @@ class ChunkBuilder:
             keys = torch.tensor([image_key(self.config.seed, method, layer, j[0], j[1]) for j in batch],
                                 device=self.device)
             init = torch.stack([j[3] for j in batch]).to(self.device)
+            targets = (torch.tensor([j[4] for j in batch], dtype=torch.float32, device=self.device)
+                       if schedule.until_exemplar else None)
             with self.timings.timed("synthesis"):
-                final = render(self.spec, layer, units, init, schedule, keys, step_done, self.precision)
+                final = render(self.spec, layer, units, init, schedule, keys, step_done, self.precision,
+                               targets=targets)
                 before, after = measure(self.spec, layer, units, init), measure(self.spec, layer, units, final)
-            for i, (unit, facet, size, _) in enumerate(batch):
+            for i, (unit, facet, size, *_) in enumerate(batch):
                 rows.append({
                     "layer": layer, "unit": unit, "facet": facet, "size": size,
                     "init_png": to_png(init[i]), "image_png": to_png(final[i]),

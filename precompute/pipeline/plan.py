@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.errors import AtlasError, choose
-from ..core.methods import DATA_FREE, METHODS, PARAMETERIZATIONS
+from ..core.methods import DATA_FREE, METHODS, PARAMETERIZATIONS, STOPS
 from ..engine.models import ModelSpec, load_model
 from ..core.fields import ReceptiveField
 from ..engine.receptive import receptive_fields
@@ -60,6 +60,7 @@ class BuildConfig:
     param: str = "auto"       # image parameterization: pixel, fourier, maco or auto (by input size)
     transforms: tuple[str, ...] | None = None   # of jitter, scale, rotate (None: by input size)
     learning_rate: float | None = None          # Adam's, for fourier and maco (None: theirs)
+    stop: str = "steps"       # MFV: "exemplar" keeps an image once it drives its unit as much as the strongest exemplar
     scale_range: float | None = None            # the scale transform's range, 1 +- this (None: by input size)
     seed: int = 0
     batch_size: int | None = None   # images per synthesis batch (default: by input size)
@@ -87,6 +88,8 @@ class BuildConfig:
         param, transforms, rate = self.synthesis()
         if (param, transforms) != PAPER_SYNTHESIS:   # the paper's loop keeps its old run ids
             ident |= {"param": param, "transforms": list(transforms), "learning_rate": rate}
+        if method == "mfv" and self.stop == "exemplar":   # every step (the default) keeps its run ids
+            ident["stop"] = "exemplar"
         if "scale" in transforms and self.scale_range not in (None, ROBUST_SCALE):   # Lucid's range keeps its ids
             ident["scale_range"] = self.scale_range
         if self.precision != "fp32":   # what was asked, not what this machine makes of it: the same request
@@ -161,6 +164,7 @@ def validate(config: BuildConfig) -> None:
         choose("method", method, METHODS)
     choose("precision", config.precision, PRECISIONS + ("auto",))
     choose("parameterization", config.param, PARAMETERIZATIONS + ("auto",))
+    choose("stop", config.stop, STOPS)
     for name in config.transforms or ():
         choose("transform", name, TRANSFORMS)
     if config.learning_rate is not None and not config.learning_rate > 0:
@@ -231,7 +235,7 @@ def schedule_for(method: str, spec: ModelSpec, config: BuildConfig) -> Schedule:
     schedule = makers.get(method, mfv_schedule)(size, config.steps)
     param, transforms, rate = config.synthesis()
     return dataclasses.replace(
-        schedule, param=param, learning_rate=rate or 0.0, jitter=schedule.jitter if "jitter" in transforms else 0,
+        schedule, param=param, learning_rate=rate or 0.0, until_exemplar=method == "mfv" and config.stop == "exemplar", jitter=schedule.jitter if "jitter" in transforms else 0,
         scale=config.scale_for(size) if "scale" in transforms else 0.0, rotate=ROBUST_ROTATE if "rotate" in transforms else 0.0)
 
 
