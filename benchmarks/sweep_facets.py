@@ -61,7 +61,7 @@ def load_inits(con, run_id: str, layers: dict[str, int]) -> list[tuple]:
 
 
 def sweep(spec, backbone, neurons, overrides, extra, stop, seed=0) -> dict:
-    config = dataclasses.replace(BuildConfig(store="", **overrides))
+    config = BuildConfig(store="", **overrides)
     schedule = dataclasses.replace(schedule_for("mfv", spec, config), **extra)
     precision = resolve_precision("auto", torch.device("cpu"))
     rows, seconds = [], 0.0
