@@ -235,7 +235,8 @@ def schedule_for(method: str, spec: ModelSpec, config: BuildConfig) -> Schedule:
     schedule = makers.get(method, mfv_schedule)(size, config.steps)
     param, transforms, rate = config.synthesis()
     return dataclasses.replace(
-        schedule, param=param, learning_rate=rate or 0.0, until_exemplar=method == "mfv" and config.stop == "exemplar", jitter=schedule.jitter if "jitter" in transforms else 0,
+        schedule, param=param, learning_rate=rate or 0.0, until_exemplar=method == "mfv" and config.stop == "exemplar",
+        jitter=schedule.jitter if "jitter" in transforms else 0,
         scale=config.scale_for(size) if "scale" in transforms else 0.0, rotate=ROBUST_ROTATE if "rotate" in transforms else 0.0)
 
 
