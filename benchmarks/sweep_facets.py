@@ -1,12 +1,14 @@
-"""Does synthesis keep each facet? Candidate MFV syntheses from the committed demo store's facet inits.
+"""Does synthesis keep each facet? Candidate MFV syntheses from a store's facet inits.
 
-    python benchmarks/sweep_facets.py [--store data/demo] [--units 16] [--out docs/sweeps/facets.md]
+    python benchmarks/sweep_facets.py                    # the committed demo store, 28 px
+    python benchmarks/sweep_facets.py --store S --heldout DIR --only ...   # any store's MFV run, e.g. 224 px
 
-Every candidate renders the same inits (the stored MFV run's, fc8 all units, fc7 and fc6 the first
-`--units` live units) and is measured as docs/synthesis.md ("Facets that stay facets") defines:
-retention in pixels and in the second demo CNN's conv2 features (chance 1/k), spread (images' mean
-pairwise distance / the inits'), gain (activation / the neuron's strongest real exemplar), top-1
-under the second network (fc8), clipped pixels, seconds. Prints one Markdown table.
+Every candidate renders the same inits (the store's MFV run's: the demo's fc8 all units, fc7 and fc6 the
+first `--units` live units; another model's class neurons) and is measured as docs/synthesis.md ("Facets
+that stay facets") defines: retention in pixels and in the second network's mid-level features (B: the
+second demo CNN's conv2, EfficientNet-Lite2's block 10; chance 1/k), the facet score (chance 0.5), spread
+(images' mean pairwise distance / the inits'), gain (activation / the neuron's strongest real exemplar),
+top-1 under the second network (class neurons), clipped pixels, seconds. Prints one Markdown table.
 """
 from __future__ import annotations
 
@@ -24,45 +26,78 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from precompute.core.store import READ_ONLY_CONFIG, Store  # noqa: E402
 from precompute.engine.images import from_png  # noqa: E402
 from precompute.engine.synthesis import measure, render  # noqa: E402
-from precompute.evidence import retention  # noqa: E402
-from precompute.evidence.scoring import load_backbone  # noqa: E402
+from precompute.evidence import facet_score, retention, scoring  # noqa: E402
+from precompute.evidence.evaluate import codes_of  # noqa: E402
 from precompute.pipeline import BuildConfig  # noqa: E402
 from precompute.pipeline.plan import schedule_for  # noqa: E402
-from precompute.pipeline.runtime import image_key, resolve_precision, spec_of_run  # noqa: E402
+from precompute.pipeline.runtime import image_key, images_of_run, resolve_precision, spec_of_run  # noqa: E402
 
-# name -> (BuildConfig overrides, schedule overrides, stop at the strongest exemplar)
+LUCID = ("jitter", "scale", "rotate")
+# name -> (BuildConfig overrides, schedule overrides, stop: True at the strongest exemplar's activation, False
+# after every step, None: the init itself, "exemplars": the real exemplar nearest each centroid instead)
 CANDIDATES = {
-    "init untouched (a degenerate reference)": ({"param": "fourier"}, {}, None),
-    "fourier (the default before)": ({"param": "fourier"}, {}, False),
-    "fourier, stop at gain 1": ({"param": "fourier"}, {}, True),
-    "fourier, seed 300": ({"param": "fourier"}, {"seed_weight": 300.0}, False),
-    "fourier, seed 300, stop": ({"param": "fourier"}, {"seed_weight": 300.0}, True),
-    "maco, stop at gain 1": ({"param": "maco"}, {}, True),
+    "real exemplars nearest each centroid (the yardstick)": ({}, {}, "exemplars"),
+    "init untouched (a degenerate reference)": ({"param": "fourier", "transforms": LUCID}, {}, None),
+    "fourier (the default before)": ({"param": "fourier", "transforms": LUCID}, {}, False),
+    "fourier, stop at gain 1": ({"param": "fourier", "transforms": LUCID}, {}, True),
+    "fourier, seed 300": ({"param": "fourier", "transforms": LUCID}, {"seed_weight": 300.0}, False),
+    "fourier, seed 300, stop": ({"param": "fourier", "transforms": LUCID}, {"seed_weight": 300.0}, True),
+    "maco, stop at gain 1": ({"param": "maco", "transforms": LUCID}, {}, True),
     "pixel, paper's loop": ({"param": "pixel", "transforms": ("jitter",)}, {}, False),
     "pixel, stop at gain 1": ({"param": "pixel", "transforms": ("jitter",)}, {}, True),
     "pixel, seed 30": ({"param": "pixel", "transforms": ("jitter",)}, {"seed_weight": 30.0}, False),
     "pixel, seed 30, stop": ({"param": "pixel", "transforms": ("jitter",)}, {"seed_weight": 30.0}, True),
+    "pixel, seed 100, stop": ({"param": "pixel", "transforms": ("jitter",)}, {"seed_weight": 100.0}, True),
+    "pixel, no jitter, every step": ({"param": "pixel", "transforms": ()}, {}, False),
+    "pixel, no jitter, stop (the default below 64 px)": ({"param": "pixel", "transforms": ()}, {}, True),
+    "pixel, no jitter, no TV, stop": ({"param": "pixel", "transforms": ()}, {"stages": "no tv"}, True),
+    "pixel, no jitter, seed 100, stop": ({"param": "pixel", "transforms": ()}, {"seed_weight": 100.0}, True),
 }
 
 
-def load_inits(con, run_id: str, layers: dict[str, int]) -> list[tuple]:
-    """(layer, unit, facet ids, inits, strongest exemplar activation) of the neurons swept."""
+def load_inits(con, run_id: str, layers: dict[str, int], images) -> list[tuple]:
+    """(layer, unit, facet ids, inits, strongest exemplar activation, facet mean codes, the real exemplar
+    nearest each facet's centroid) of the neurons swept."""
     found = []
     for layer, n in layers.items():
         units = [u for (u,) in con.execute("SELECT unit FROM neurons WHERE run_id = ? AND layer = ? AND k > 1 "
                                            "ORDER BY unit LIMIT ?", [run_id, layer, n]).fetchall()]
         for unit in units:
-            rows = con.execute("SELECT facet, init_png FROM facets WHERE run_id = ? AND layer = ? AND unit = ? "
+            rows = con.execute("SELECT facet, init_png, mean_code FROM facets WHERE run_id = ? AND layer = ? AND unit = ? "
                                "ORDER BY facet", [run_id, layer, unit]).fetchall()
             best = con.execute("SELECT max(activation) FROM exemplars WHERE run_id = ? AND layer = ? AND unit = ?",
                                [run_id, layer, unit]).fetchone()[0]
-            found.append((layer, unit, [f for f, _ in rows], torch.stack([from_png(p) for _, p in rows]), best))
+            nearest = con.execute("SELECT image_id FROM exemplars WHERE run_id = ? AND layer = ? AND unit = ? "
+                                  "AND rank_in_facet = 0 ORDER BY facet", [run_id, layer, unit]).fetchall()
+            found.append((layer, unit, [f for f, *_ in rows], torch.stack([from_png(p) for _, p, _ in rows]), best,
+                          np.array([c for *_, c in rows]), images.pixels(torch.tensor([i for (i,) in nearest]))))
     return found
 
 
-def sweep(spec, backbone, neurons, overrides, extra, stop, seed=0) -> dict:
+def facet_heldout(spec, backbone, layers: list[str], folder: str | None) -> dict:
+    """What the facet score reads of the held-out images: activations, the explained model's codes and
+    the backbone's features (precompute.evidence.scoring)."""
+    heldout, why = scoring.heldout_set(spec, spec.name, folder, None)
+    if heldout is None:
+        raise SystemExit(f"error: {why}")
+    pixels = scoring.heldout_pixels(heldout)
+    return {"acts": scoring.unit_activations(spec, heldout, layers, "cpu"), "codes": codes_of(spec, pixels, "cpu"),
+            "features": scoring.features(backbone, pixels, "cpu")}
+
+
+def facet_scores(held: dict, layer: str, unit: int, means: np.ndarray, references: np.ndarray) -> float:
+    pool = facet_score.pool(held["acts"][layer][:, unit], len(means))
+    trials = facet_score.make_trials(facet_score.assign(held["codes"][pool], means))
+    right, _ = facet_score.scores(references, held["features"][pool], trials)
+    return float(right.mean()) if len(right) else np.nan
+
+
+def sweep(spec, backbone, node: str, held, neurons, overrides, extra, stop, seed=0) -> dict:
     config = BuildConfig(store="", **overrides)
-    schedule = dataclasses.replace(schedule_for("mfv", spec, config), **extra)
+    schedule = schedule_for("mfv", spec, config)
+    if extra.get("stages") == "no tv":   # the same steps without the total-variation smoothing
+        extra = extra | {"stages": tuple(dataclasses.replace(s, tv_weight=(0.0, 0.0)) for s in schedule.stages)}
+    schedule = dataclasses.replace(schedule, **extra)
     precision = resolve_precision("auto", torch.device("cpu"))
     rows, seconds = [], 0.0
     for layer in dict.fromkeys(n[0] for n in neurons):
@@ -70,40 +105,51 @@ def sweep(spec, backbone, neurons, overrides, extra, stop, seed=0) -> dict:
         units = torch.tensor([n[1] for n in mine for _ in n[2]])
         init = torch.cat([n[3] for n in mine])
         keys = torch.tensor([image_key(seed, "mfv", layer, n[1], f) for n in mine for f in n[2]])
-        targets = torch.tensor([n[4] for n in mine for _ in n[2]], dtype=torch.float32) if stop else None
+        targets = torch.tensor([n[4] for n in mine for _ in n[2]], dtype=torch.float32) if stop is True else None
         start = time.perf_counter()
-        final = init if stop is None else torch.cat([render(spec, layer, units[i:i + 128], init[i:i + 128], schedule, keys[i:i + 128],
-                                  precision=precision, targets=None if targets is None else targets[i:i + 128])
-                           for i in range(0, len(units), 128)])
+        if stop is None:
+            final = init
+        elif stop == "exemplars":
+            final = torch.cat([n[6] for n in mine])
+        else:
+            final = torch.cat([render(spec, layer, units[i:i + 128], init[i:i + 128], schedule, keys[i:i + 128],
+                                      precision=precision, targets=None if targets is None else targets[i:i + 128])
+                               for i in range(0, len(units), 128)])
         seconds += time.perf_counter() - start
         acts = measure(spec, layer, units, final)["act"].numpy()
+        logits = spec.layers[layer].role == "logits"
         with torch.no_grad():
             b_top1 = backbone.extractor((backbone.logits_layer,))(backbone.preprocess(final))[backbone.logits_layer].argmax(1)
         pix_f, pix_i = retention.pixel_vectors(final), retention.pixel_vectors(init)
-        feat_f = retention.feature_vectors(backbone, "conv2", final)
-        feat_i = retention.feature_vectors(backbone, "conv2", init)
+        feat_f = retention.feature_vectors(backbone, node, final)
+        feat_i = retention.feature_vectors(backbone, node, init)
+        embedded = scoring.features(backbone, final, "cpu")
         at = 0
-        for _, unit, facets, _, best in mine:
+        for _, unit, facets, _, best, means, _ in mine:
             k = len(facets)
             s = slice(at, at + k)
             rows.append({"layer": layer, "ret_px": retention.retention(pix_f[s], pix_i[s]),
                          "ret_b": retention.retention(feat_f[s], feat_i[s]),
                          "spread": retention.spread(pix_f[s], pix_i[s]), "gain": float(np.median(acts[s]) / best),
-                         "top1": float((b_top1[s] == unit).float().mean()) if layer == "fc8" else np.nan,
-                         "clipped": retention.clipped_share(final[s].numpy())})
+                         "top1": float((b_top1[s] == unit).float().mean()) if logits else np.nan,
+                         "clipped": retention.clipped_share(final[s].numpy()),
+                         "facet": facet_scores(held, layer, unit, means, embedded[s])})
             at += k
     return {"rows": rows, "seconds": seconds}
 
 
 def table(results: dict, layers: list[str]) -> str:
-    lines = ["| candidate | " + " | ".join(f"{l} retention px / conv2-B" for l in layers)
-             + " | fc8 spread | median gain | fc8 top-1 (B) | clipped | s |", "|---" * (len(layers) + 6) + "|"]
+    first = layers[0]
+    lines = ["| candidate | " + " | ".join(f"{l} retention px / B" for l in layers)
+             + f" | facet score {' / '.join(layers)} | {first} spread | median gain | {first} top-1 (B) | clipped | s |",
+             "|---" * (len(layers) + 7) + "|"]
     for name, result in results.items():
         rows = result["rows"]
         med = lambda key, layer=None: float(np.nanmedian([r[key] for r in rows if layer in (None, r["layer"])]))  # noqa: E731
         cells = [f"{med('ret_px', l):.2f} / {med('ret_b', l):.2f}" for l in layers]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {med('spread', 'fc8'):.2f} | {med('gain'):.2f} | "
-                     f"{np.nanmean([r['top1'] for r in rows if r['layer'] == 'fc8']):.0%} | {med('clipped'):.0%} | "
+        cells.append(" / ".join(f"{np.nanmean([r['facet'] for r in rows if r['layer'] == l]):.2f}" for l in layers))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {med('spread', first):.2f} | {med('gain'):.2f} | "
+                     f"{np.nanmean([r['top1'] for r in rows if r['layer'] == first]):.0%} | {med('clipped'):.0%} | "
                      f"{result['seconds']:.0f} |")
     return "\n".join(lines)
 
@@ -111,7 +157,8 @@ def table(results: dict, layers: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", default="data/demo")
-    parser.add_argument("--units", type=int, default=16, help="live units of fc7 and fc6 (fc8: all)")
+    parser.add_argument("--heldout", default=None, help="held-out image folder (the demo: Fashion-MNIST's test split)")
+    parser.add_argument("--units", type=int, default=16, help="the demo: live units of fc7 and fc6 (fc8: all)")
     parser.add_argument("--only", nargs="*", help="candidates to run (default: all)")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -119,14 +166,17 @@ def main() -> None:
     con = duckdb.connect(str(database), read_only=True, config=READ_ONLY_CONFIG)
     run = con.execute("SELECT * FROM runs WHERE method = 'mfv'").fetchdf().to_dict("records")[0]
     spec = spec_of_run(run)
-    backbone = load_backbone("demo-seed1", lambda *a: None)
-    layers = {"fc8": 10, "fc7": args.units, "fc6": args.units}
-    neurons = load_inits(con, run["run_id"], layers)
+    backbone = scoring.load_backbone(scoring.default_backbone(spec), lambda *a: None)
+    node = retention.FEATURE_NODES[spec.name]
+    layers = ({"fc8": 10, "fc7": args.units, "fc6": args.units} if spec.name == "demo" else
+              {spec.logits_layer: spec.layers[spec.logits_layer].n_units})
+    neurons = load_inits(con, run["run_id"], layers, images_of_run(run, spec))
+    held = facet_heldout(spec, backbone, list(layers), args.heldout)
     results = {}
     for name, (overrides, extra, stop) in CANDIDATES.items():
         if args.only and name not in args.only:
             continue
-        results[name] = sweep(spec, backbone, neurons, overrides, extra, stop)
+        results[name] = sweep(spec, backbone, node, held, neurons, overrides, extra, stop)
         print(f"{name}: done in {results[name]['seconds']:.0f} s", file=sys.stderr, flush=True)
     print(table(results, list(layers)))
 

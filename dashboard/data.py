@@ -20,6 +20,8 @@ SORTS = {  # label -> ORDER BY clause (a fixed list: user input never reaches SQ
     "best activation reached": "best_act_final DESC NULLS LAST, unit",
     "explanation score, high first": "explanation DESC NULLS LAST, unit",
     "explanation score, low first": "explanation ASC NULLS LAST, unit",
+    "facet score, high first": "facet_score DESC NULLS LAST, unit",
+    "facet score, low first": "facet_score ASC NULLS LAST, unit",
     "label": "label, unit",
 }
 
@@ -71,11 +73,15 @@ def has_column(db: Database, table: str, column: str) -> bool:
 
 
 def _neuron_scores(db: Database) -> str:
-    """A FROM-clause source of each neuron's explanation score (all its images as references)."""
-    if not has_table(db, "scores"):
-        return "(SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS layer, NULL::INT AS unit, NULL::DOUBLE AS explanation)"
-    return """(SELECT run_id, layer, unit, score AS explanation FROM scores
-              WHERE facet IS NULL AND method <> 'exemplars')"""
+    """A FROM-clause source of each neuron's explanation score (all its images as references) and, for
+    MFV runs, its facet score (its facet images as references)."""
+    explanation = ("""(SELECT run_id, layer, unit, score AS explanation FROM scores
+                      WHERE facet IS NULL AND method <> 'exemplars')""" if has_table(db, "scores") else
+                   "(SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS layer, NULL::INT AS unit, NULL::DOUBLE AS explanation)")
+    facet = ("""(SELECT run_id, layer, unit, score AS facet_score FROM facet_scores
+                WHERE facet IS NULL AND method = 'mfv')""" if has_table(db, "facet_scores") else
+             "(SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS layer, NULL::INT AS unit, NULL::DOUBLE AS facet_score)")
+    return f"(SELECT * FROM {explanation} FULL JOIN {facet} USING (run_id, layer, unit))"
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -88,7 +94,8 @@ def neuron_page(db: Database, run_id: str, layer: str, search: str, div_range: t
     params = [run_id, layer, like, search, like, div_range[0], div_range[1], include_unscored]
     total = int(_query(db, f"SELECT count(*) AS n FROM neurons WHERE {where}", params)["n"][0])
     page = _query(db, f"""SELECT unit, label, status, reason, n_exemplars, k, facet_diversity, diversity_null,
-                                    best_act_final, max_activation, top_class, top_class_share, explanation
+                                    best_act_final, max_activation, top_class, top_class_share, explanation,
+                                    facet_score
                              FROM neurons LEFT JOIN {_neuron_scores(db)} USING (run_id, layer, unit)
                              WHERE {where} ORDER BY {SORTS[sort]} LIMIT ? OFFSET ?""",
                   params + [limit, offset])
@@ -125,6 +132,18 @@ def scores(db: Database, run_id: str, layer: str, unit: int) -> pd.DataFrame:
     if not has_table(db, "scores"):
         return pd.DataFrame(columns=["method", "facet", "score", "trials", "backbone", "heldout"])
     return _query(db, """SELECT method, facet, score, trials, backbone, heldout FROM scores
+                            WHERE run_id = ? AND layer = ? AND unit = ? ORDER BY method, facet NULLS FIRST""",
+                  [run_id, layer, unit])
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def facet_scores(db: Database, run_id: str, layer: str, unit: int) -> pd.DataFrame:
+    """A neuron's facet scores in an MFV run: per facet and for the neuron (facet NaN), with its facet
+    images (method 'mfv'), its exemplars ('exemplars') or a baseline's image as references; empty for a
+    store without them."""
+    if not has_table(db, "facet_scores"):
+        return pd.DataFrame(columns=["method", "facet", "score", "trials", "backbone", "heldout"])
+    return _query(db, """SELECT method, facet, score, trials, backbone, heldout FROM facet_scores
                             WHERE run_id = ? AND layer = ? AND unit = ? ORDER BY method, facet NULLS FIRST""",
                   [run_id, layer, unit])
 

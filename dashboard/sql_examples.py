@@ -42,4 +42,13 @@ JOIN scores e ON e.run_id = s.run_id AND e.layer = s.layer AND e.unit = s.unit
 JOIN neurons n ON n.run_id = s.run_id AND n.layer = s.layer AND n.unit = s.unit
 WHERE s.method = 'mfv' AND s.facet IS NULL AND s.score >= 0.9 AND s.score >= e.score - 0.05
 ORDER BY n.facet_diversity DESC NULLS LAST""",
+    "Multifaceted neurons whose facet images tell their facets apart": """
+SELECT f.layer, f.unit, n.label, n.facet_diversity, f.score AS facet_score, e.score AS exemplars_score,
+       f.score - e.score AS behind_exemplars, f.trials
+FROM facet_scores f
+JOIN facet_scores e ON e.run_id = f.run_id AND e.layer = f.layer AND e.unit = f.unit
+                   AND e.method = 'exemplars' AND e.facet IS NULL
+JOIN neurons n ON n.run_id = f.run_id AND n.layer = f.layer AND n.unit = f.unit
+WHERE f.method = 'mfv' AND f.facet IS NULL AND n.facet_diversity >= 0.5
+ORDER BY f.score DESC LIMIT 50""",
 }

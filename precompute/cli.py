@@ -42,7 +42,8 @@ def _float_list(text: str) -> tuple[float, ...]:
 
 
 def _name_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
+    """Comma-separated names; 'none' (or nothing) is the empty list."""
+    return tuple(part.strip() for part in text.split(",") if part.strip() and part.strip() != "none")
 
 
 def _add_build_options(parser: argparse.ArgumentParser, demo: bool) -> None:
@@ -89,16 +90,17 @@ def _add_algorithm_options(a, d) -> None:
     a.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     a.add_argument("--param", default=d.param, metavar="{pixel,fourier,maco,auto}",
                    help="image parameterization: pixel (the paper's), fourier (Lucid's decorrelated colour + FFT), "
-                        "maco (phase only, natural magnitude) or auto (default): fourier, the sweep's choice at 28 and 224 px "
-                        "(docs/synthesis.md)")
+                        "maco (phase only, natural magnitude) or auto (default): the sweeps' choice per method and size, "
+                        "MFV below 64 px pixel, everything else fourier (docs/synthesis.md)")
     a.add_argument("--transforms", type=_name_list, default=None, metavar="LIST",
-                   help="transformation robustness, comma-separated of jitter, scale, rotate (default: all three, "
-                        "as the sweep chose; the paper's loop: --param pixel --transforms jitter)")
+                   help="transformation robustness, comma-separated of jitter, scale, rotate, or none (default: none for "
+                        "MFV below 64 px, stopped at the exemplar as it is; all three otherwise, as the sweep chose; "
+                        "the paper's loop: --param pixel --transforms jitter --stop steps)")
     from .core.methods import STOPS
     a.add_argument("--stop", default=d.stop, choices=STOPS,
                    help="MFV: exemplar keeps each image once it drives its unit as much as the neuron's strongest "
                         "exemplar (past that, facets turn into one class stamp; benchmarks/sweep_facets.py); "
-                        "steps (default) runs every step")
+                        "steps runs every step; auto (default): exemplar for MFV below 64 px, steps otherwise")
     a.add_argument("--learning-rate", type=float, default=None, metavar="LR",
                    help="Adam's learning rate for fourier and maco (default: theirs)")
     a.add_argument("--scale-range", type=float, default=None, metavar="F",

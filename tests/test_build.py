@@ -37,19 +37,31 @@ def test_runs_record_their_config_and_seed(small_store):
         assert len(sha) == 64 and status == "complete"
         assert config["precision"] == "auto", "the run records what was asked"
         assert config["precision_ran"] in ("fp32", "bf16"), "and what it ran in"
-        assert config["param"] == config["schedule"]["param"] == "fourier", "auto param recorded as what ran"
-        assert config["schedule"]["scale"] == config["scale_range"] == 0.1, "28 px: Lucid's scale range, recorded"
-        assert config["schedule"]["rotate"] > 0
+        assert config["param"] == config["stop"] == "auto", "synthesis settings recorded as asked"
+        ran = ("pixel", 0.0, True) if method == "mfv" else ("fourier", 0.1, False)   # 28 px: MFV keeps its facets
+        assert (config["schedule"]["param"], config["schedule"]["scale"], config["schedule"]["until_exemplar"]) == ran
+        assert config["scale_range"] == 0.1, "28 px: Lucid's scale range, recorded"
+        assert (config["schedule"]["rotate"] > 0) == (config["schedule"]["jitter"] > 0) == (method != "mfv")
 
 
-def test_synthesis_defaults_and_the_papers_loop_keeping_its_run_ids():
+def test_synthesis_defaults_per_method_and_size_and_the_papers_loop_keeping_its_run_ids():
     from precompute.pipeline import BuildConfig
-    assert BuildConfig(store="").synthesis() == ("fourier", ("jitter", "scale", "rotate"), 0.05)
-    assert BuildConfig(store="", param="maco", learning_rate=0.02).synthesis()[::2] == ("maco", 0.02)
-    paper = BuildConfig(store="", param="pixel", transforms=("jitter",))
-    assert paper.synthesis() == ("pixel", ("jitter",), None)
-    assert "param" not in paper.identity("mfv", "sha", "data"), "stores built with the paper's loop resume"
-    assert BuildConfig(store="").identity("mfv", "sha", "data")["param"] == "fourier"
+    from precompute.pipeline.plan import Synthesis
+    auto = BuildConfig(store="")
+    assert auto.synthesis("mfv", 28) == Synthesis("pixel", (), None, "exemplar"), "small MFV keeps its facets"
+    assert auto.synthesis("noise", 28) == Synthesis("fourier", ("jitter", "scale", "rotate"), 0.05, "steps")
+    assert auto.synthesis("mfv", 224) == Synthesis("fourier", ("jitter", "scale", "rotate"), 0.05, "steps")
+    maco = BuildConfig(store="", param="maco", learning_rate=0.02).synthesis("mfv", 28)
+    assert (maco.param, maco.transforms, maco.learning_rate) == ("maco", (), 0.02)
+    assert BuildConfig(store="", stop="steps").synthesis("mfv", 28).stop == "steps"
+    assert BuildConfig(store="", stop="exemplar").synthesis("noise", 28).stop == "steps", "only MFV has exemplars"
+    paper = BuildConfig(store="", param="pixel", transforms=("jitter",), stop="steps")
+    assert "param" not in paper.identity("mfv", "sha", "data", 28), "stores built with the paper's loop resume"
+    assert "stop" not in paper.identity("mfv", "sha", "data", 28)
+    assert auto.identity("mfv", "sha", "data", 28)["stop"] == "exemplar"
+    assert auto.identity("noise", "sha", "data", 28)["param"] == "fourier"
+    assert auto.identity("noise", "sha", "data", 28) == BuildConfig(store="", stop="exemplar").identity(
+        "noise", "sha", "data", 28), "a baseline's run id does not depend on MFV's stop"
 
 
 def test_scale_range_is_chosen_by_input_size_and_a_wider_one_gets_its_own_run_ids():
@@ -57,11 +69,11 @@ def test_scale_range_is_chosen_by_input_size_and_a_wider_one_gets_its_own_run_id
 
     from precompute.pipeline.plan import BuildConfig, schedule_for
     at = lambda size: SimpleNamespace(input_shape=(3, size, size))   # noqa: E731 (only the size is read)
-    assert schedule_for("mfv", at(28), BuildConfig(store="")).scale == 0.1
+    assert schedule_for("noise", at(28), BuildConfig(store="")).scale == 0.1
     assert schedule_for("noise", at(224), BuildConfig(store="")).scale == 0.4
     assert schedule_for("noise", at(224), BuildConfig(store="", scale_range=0.2)).scale == 0.2
     assert schedule_for("mfv", at(224), BuildConfig(store="", transforms=("jitter",))).scale == 0.0
-    ids = [BuildConfig(store="", scale_range=f).identity("mfv", "sha", "data") for f in (0.1, 0.4)]
+    ids = [BuildConfig(store="", scale_range=f).identity("noise", "sha", "data", 28) for f in (0.1, 0.4)]
     assert "scale_range" not in ids[0], "stores built with Lucid's range resume"
     assert ids[1]["scale_range"] == 0.4
 

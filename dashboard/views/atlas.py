@@ -72,4 +72,5 @@ for start in range(0, len(cards), COLUMNS):
             st.caption(f"diversity {ui.fmt(card.facet_diversity)} (null {ui.fmt(card.diversity_null)}) · "
                        f"k={card.k} · best act {ui.fmt(card.best_act_final, 1)}"
                        + (f" · explains {card.explanation:.0%}" if pd.notna(card.explanation) else "")
+                       + (f" · facet score {card.facet_score:.0%}" if pd.notna(card.facet_score) else "")
                        + (f" · mostly {card.top_class} ({card.top_class_share:.0%})" if card.top_class else ""))

@@ -42,7 +42,11 @@ own = scores[(scores["method"] != "exemplars") & scores["facet"].isna()]
 natural = scores[(scores["method"] == "exemplars") & scores["facet"].isna()]
 facet_scores = dict(zip(scores[scores["method"] != "exemplars"]["facet"].dropna().astype(int),
                         scores[scores["method"] != "exemplars"]["score"].dropna()))
-meta = st.columns(6)
+told = data.facet_scores(ui.db(), run["run_id"], layer, unit)
+told_neuron = {m: g.iloc[0] for m, g in told[told["facet"].isna()].groupby("method")}
+per_facet = told[(told["method"] == "mfv") & told["facet"].notna()]
+told_facets = dict(zip(per_facet["facet"].astype(int), per_facet["score"]))
+meta = st.columns(7)
 meta[0].metric("Facets (k)", row["k"])
 meta[1].metric("Exemplars", ui.fmt(row["n_exemplars"]))
 meta[2].metric("Facet diversity", ui.fmt(row["facet_diversity"]), help="Random-split baseline: "
@@ -58,6 +62,15 @@ if len(own):
                         f"{first['heldout']}) where the image more like these facets under {first['backbone']} "
                         "is the stronger one. 50% is chance." +
                         (f" The neuron's real exemplars score {natural.iloc[0]['score']:.0%}." if len(natural) else ""))
+if "mfv" in told_neuron and pd.notna(told_neuron["mfv"]["score"]):
+    mine, real = told_neuron["mfv"], told_neuron.get("exemplars")
+    meta[6].metric("Facet score", f"{mine['score']:.0%}",
+                   delta=f"{mine['score'] - real['score']:+.0%} vs exemplars" if real is not None else None,
+                   delta_color="off",
+                   help=f"Share of {mine['trials']} trials (two strongly driving held-out images of different facets, "
+                        f"{mine['heldout']}) where a facet's image is more like the one of its own facet under "
+                        f"{mine['backbone']}. 50% is chance: one picture for every facet scores that."
+                        + (f" The exemplar nearest each facet's centre scores {real['score']:.0%}." if real is not None else ""))
 if row["top_class"]:
     st.caption(f"Exemplars are mostly **{row['top_class']}** ({row['top_class_share']:.0%}).")
 st.page_link(ui.PAGE_FILES["rerun"], label="Rerun this neuron with other settings", icon=":material/replay:",
@@ -92,6 +105,8 @@ if not facets.empty:
                 prob = f" · p={facet.target_prob:.2f}" if pd.notna(facet.target_prob) else ""
                 hit = " ✓ top-1" if facet.top1_hit is True else " ✗ not top-1" if facet.top1_hit is False else ""
                 explains = f" · explains {facet_scores[facet.facet]:.0%}" if facet.facet in facet_scores else ""
+                if pd.notna(told_facets.get(facet.facet)):
+                    explains += f" · facet score {told_facets[facet.facet]:.0%}"
                 st.caption(f"act {facet.act_init:.1f} → **{facet.act_final:.1f}**{prob}{hit}{explains}")
                 if st.button("Highlight", key=f"hl{facet.facet}", help="Highlight this facet's cluster on the map"):
                     st.query_params["facet"] = str(facet.facet)

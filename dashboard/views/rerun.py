@@ -41,11 +41,13 @@ with st.form("rerun"):
     steps = cols[1].number_input("Steps", 4, 2000, ui.param("steps", int(config.get("steps", 200)), int))
     seed = cols[2].number_input("Seed", 0, 2**31 - 1, ui.param("seed", 0, int))
     device = cols[3].selectbox("Device", ["auto", "cpu", "cuda"], help="auto: the GPU when there is one")
-    stored = config.get("param") if config.get("param") in PARAMETERIZATIONS else "pixel"   # older runs: the pixel loop
+    choices = ("auto", *PARAMETERIZATIONS)
+    stored = config.get("param") if config.get("param") in choices else "pixel"   # older runs: the pixel loop
     chosen = ui.param("param", stored)
-    param = cols[4].selectbox("Parameterization", PARAMETERIZATIONS,
-                              index=PARAMETERIZATIONS.index(chosen) if chosen in PARAMETERIZATIONS else 0,
-                              help="pixel: the paper's loop; fourier: Lucid's (the default); maco: phase only. "
+    param = cols[4].selectbox("Parameterization", choices, index=choices.index(chosen) if chosen in choices else 0,
+                              help="auto: the build's default for the method and image size (MFV on small images: "
+                                   "the paper's pixel loop, stopped at the strongest exemplar; else fourier); "
+                                   "pixel: the paper's loop; fourier: Lucid's; maco: phase only. "
                                    "The run's transforms are kept.")
     submitted = st.form_submit_button("Run", type="primary")
 

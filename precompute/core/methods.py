@@ -9,4 +9,4 @@ METHODS = {   # name (runs.method) -> (short name in evidence tables, what it is
 }
 DATA_FREE = ("center-bias", "noise", "diversity")   # methods that read no training images
 PARAMETERIZATIONS = ("pixel", "fourier", "maco")     # precompute.engine.params makes them
-STOPS = ("steps", "exemplar")                        # when an MFV image stops (pipeline.plan)
+STOPS = ("auto", "steps", "exemplar")                # when an MFV image stops (pipeline.plan)

@@ -22,8 +22,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 4   # 2: the evaluations table (precompute.evidence.evaluate); 3: the scores table;
-                     # 4: receptive fields, exemplar positions and crops, facet mean codes
+SCHEMA_VERSION = 5   # 2: the evaluations table (precompute.evidence.evaluate); 3: the scores table;
+                     # 4: receptive fields, exemplar positions and crops, facet mean codes; 5: the facet_scores table
 DB_NAME = "atlas.duckdb"
 
 # How readers open a store's atlas.duckdb (the dashboard's pages and SQL, lookups): read-only with
@@ -96,6 +96,15 @@ SCHEMAS: dict[str, pa.Schema] = {
     # The explanation score of every image (precompute.evidence.explain, written by evaluate): facet NULL is
     # the neuron scored with all its images; method 'exemplars': real exemplars as references.
     "scores": pa.schema([
+        ("run_id", pa.string()), ("model", pa.string()), ("method", pa.string()), ("layer", pa.string()),
+        ("unit", pa.int32()), ("facet", pa.int32()), ("score", pa.float64()), ("trials", pa.int32()),
+        ("backbone", pa.string()), ("heldout", pa.string()), ("seed", pa.int64()),
+    ]),
+    # The facet score of every MFV facet (precompute.evidence.facet_score, written by evaluate): can the
+    # reference image tell held-out images of its facet from those of the neuron's other facets? run_id: the
+    # MFV run whose facets are scored; method: whose images are the references (mfv, 'exemplars', or a
+    # baseline's one image read as every facet's); facet NULL: the neuron, over all its trials.
+    "facet_scores": pa.schema([
         ("run_id", pa.string()), ("model", pa.string()), ("method", pa.string()), ("layer", pa.string()),
         ("unit", pa.int32()), ("facet", pa.int32()), ("score", pa.float64()), ("trials", pa.int32()),
         ("backbone", pa.string()), ("heldout", pa.string()), ("seed", pa.int64()),

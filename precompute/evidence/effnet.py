@@ -32,7 +32,7 @@ def default_work_dir() -> Path:
 def evaluate_effnet(target: str | Path, n_units: int, work_dir: str | Path | None = None, progress=None,
                     device: str = "auto") -> Path:
     """Build (or resume) the subset for the first `n_units` classes of EFFNET_CLASSES, evaluate it and
-    record its rows in `target`'s evaluations and scores; returns the subset's store folder."""
+    record its rows in `target`'s evaluations, scores and facet scores; returns the subset's store folder."""
     from ..pipeline.atlas import DATA_FREE, BuildConfig, build_atlas
     from .evaluate import EXTERNAL_PARTS, evaluate_store
     from ..engine.models import imagenet_classes
@@ -50,7 +50,8 @@ def evaluate_effnet(target: str | Path, n_units: int, work_dir: str | Path | Non
     build_atlas(config, progress)
     evaluate_store(config.store, progress, device, heldout=str(heldout))
     subset = Store(config.store)
-    for table in ("evaluations", "scores"):
-        rows = pq.read_table(subset.part_path(table, "store__all")).to_pylist()
-        Store(target).write(table, f"{EXTERNAL_PARTS}{MODEL}", rows)
+    for table in ("evaluations", "scores", "facet_scores"):
+        path = subset.part_path(table, "store__all")
+        if path.exists():
+            Store(target).write(table, f"{EXTERNAL_PARTS}{MODEL}", pq.read_table(path).to_pylist())
     return Path(config.store)

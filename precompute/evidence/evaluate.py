@@ -34,7 +34,7 @@ from .explain import REFERENCE   # `method` of the rows that measure real exempl
 OWN_PARTS = "store__"            # evaluation parts describing this store's own runs
 EXTERNAL_PARTS = "external__"    # rows measured on another store (the EfficientNet-Lite0 subset)
 MEDIAN_METRICS = {"facet_diversity", "diversity_null", "image_diversity", "init_diversity", "image_spread",
-                  "own_other_ratio"}
+                  "own_other_ratio", "retention_px", "retention_b", "spread_px", "spread_b", "gain"}
 REFERENCE_SAMPLE = 32            # exemplars per neuron measured for the reference rows
 BATCH = 512
 
@@ -229,7 +229,36 @@ def run_rows(con, run: dict, spec: ModelSpec, layers, near: dict, model_b: Model
             for metric, (value, n) in unit_metrics(run["method"], images, features, part, near.get((layer, unit)),
                                                    is_logits, top1_b).items():
                 rows.append(_row(run, run["method"], layer, unit, metric, value, n))
+        if run["method"] == "mfv":
+            best = dict(con.execute("SELECT unit, max_activation FROM neurons WHERE run_id = ? AND layer = ?",
+                                    [run["run_id"], layer]).fetchall())
+            rows += retention_rows(run, layer, images, best, spec.name, model_b, device)
         progress(f"evaluate {run['method']}: layers", done, len(layers))
+    return rows
+
+
+def retention_rows(run: dict, layer: str, images: dict, best: dict, model: str, model_b: ModelSpec | None,
+                   device) -> list[dict]:
+    """Did synthesis keep each facet (precompute.evidence.retention)? Per neuron: retention and spread of its
+    facet images against their inits, in pixels and (where a second network ships) in that network's
+    mid-level features; clipped pixels; gain, its images' median activation / its strongest exemplar's."""
+    from . import retention
+    spaces = {"px": (retention.pixel_vectors(images["pixels"]), retention.pixel_vectors(images["inits"]))}
+    node = retention.FEATURE_NODES.get(model)
+    if model_b is not None and node is not None:
+        spaces["b"] = tuple(retention.feature_vectors(model_b, node, pixels, device)
+                            for pixels in (images["pixels"], images["inits"]))
+    rows = []
+    for unit, part in _unit_slices(images["unit"]):
+        n = part.stop - part.start
+        values = {"clipped": retention.clipped_share(images["pixels"][part].numpy())}
+        if n >= 2:
+            for space, (final, init) in spaces.items():
+                values[f"retention_{space}"] = retention.retention(final[part], init[part])
+                values[f"spread_{space}"] = retention.spread(final[part], init[part])
+        if best.get(unit):   # a dead unit's strongest exemplar drives it not at all
+            values["gain"] = float(np.median(images["act_final"][part])) / best[unit]
+        rows += [_row(run, "mfv", layer, unit, metric, value, n) for metric, value in values.items()]
     return rows
 
 
@@ -287,30 +316,32 @@ def verdict_rows(run: dict, found: list[Verdict]) -> list[dict]:
 
 # ---- explanation scores (precompute.evidence.scoring) --------------------------------------------------------
 def explanation_scores(con, runs: dict, spec: ModelSpec, layers, images, heldout: str | None, backbone: str | None,
-                       device, progress) -> tuple[list[dict], str | None]:
-    """Score rows of every image, or ([], why not)."""
+                       device, progress):
+    """(Scored: the explanation and facet score rows, None), or (None, why not)."""
     from . import scoring
     config = json.loads((runs.get("mfv") or next(iter(runs.values())))["config_json"])
     found, description = scoring.heldout_set(spec, config["model"], heldout, config.get("data"))
     if found is None:
-        return [], description
+        return None, description
     name = backbone or scoring.default_backbone(spec)
     return scoring.score_runs(con, runs, spec, [layer for layer, _ in layers], images, found, description, name,
                               device, progress), None
 
 
-def score_rows(scores: list[dict]) -> list[dict]:
-    """The neuron-level scores as evaluation rows (metric 'explanation'), for the per-layer means."""
+def score_rows(scores: list[dict], metric: str) -> list[dict]:
+    """The neuron-level scores as evaluation rows (metric 'explanation' or 'facet_score'), for the per-layer means."""
     return [{"run_id": s["run_id"], "model": s["model"], "method": s["method"], "layer": s["layer"], "unit": s["unit"],
-             "metric": "explanation", "value": s["score"], "n": s["trials"], "detail": f"backbone {s['backbone']}"}
+             "metric": metric, "value": s["score"], "n": s["trials"], "detail": f"backbone {s['backbone']}"}
             for s in scores if s["facet"] is None and s["score"] is not None and np.isfinite(s["score"])]
 
 
-def write_scores(store: Store, scores: list[dict]) -> None:
+def write_scores(store: Store, scored) -> None:
     """Replace this store's own score parts (an external subset's stay)."""
-    store.remove("scores", f"{OWN_PARTS}*")
-    if scores:
-        store.write("scores", f"{OWN_PARTS}all", scores)
+    for table, rows in (("scores", scored.scores if scored else []),
+                        ("facet_scores", scored.facet_scores if scored else [])):
+        store.remove(table, f"{OWN_PARTS}*")
+        if rows:
+            store.write(table, f"{OWN_PARTS}all", rows)
 
 
 # ---- the whole evaluation ---------------------------------------------------------------------------
@@ -357,11 +388,14 @@ def evaluate_store(store_dir: str | Path, progress=None, device: str = "auto", h
         if model_b is None and any(spec.layers[layer].role == "logits" for layer, _ in layers):
             rows.append(_row(reference, None, None, None, "top1_model_b", None, 0,
                              f"no second model for {spec.name} ships offline, so no transfer test"))
-        scores, note = explanation_scores(con, runs, spec, layers, images, heldout, backbone, torch_device, progress)
-        rows += score_rows(scores) if scores else [_row(reference, None, None, None, "explanation", None, 0, note)]
+        scored, note = explanation_scores(con, runs, spec, layers, images, heldout, backbone, torch_device, progress)
+        if scored:
+            rows += score_rows(scored.scores, "explanation") + score_rows(scored.facet_scores, "facet_score")
+        else:
+            rows += [_row(reference, None, None, None, metric, None, 0, note) for metric in ("explanation", "facet_score")]
     finally:
         con.close()
-    write_scores(store, scores)
+    write_scores(store, scored)
     names = [layer for layer, _ in layers]
     rows += aggregate(rows, names)
     found = verdicts(rows, names, [layer for layer, kind in layers if kind == "fc"])

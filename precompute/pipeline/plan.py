@@ -2,9 +2,10 @@
 
 `BuildConfig` is what a user asks for (the command line's options); `make_plan` checks it (every
 mistake is one AtlasError naming the bad value and the valid ones), resolves what was left to
-default (device, precision, parameterization, transforms, learning rate, scale range, batch size,
-facet workers, units) and loads the model. The local and Ray executors both run that plan; a Ray
-worker makes the same plan from the driver's resolved config.
+default (device, precision, scale range, batch size, facet workers, units) and loads the model. How
+each method's images are made resolves per method and input size (`BuildConfig.synthesis`). The
+local and Ray executors both run that plan; a Ray worker makes the same plan from the driver's
+resolved config.
 """
 from __future__ import annotations
 
@@ -32,13 +33,30 @@ ROBUST_SCALE, ROBUST_ROTATE = 0.1, 10.0   # Lucid's transformation robustness: s
 # methods transfer, so the demo keeps Lucid's range.
 WIDE_SCALE = 0.4
 LEARNING_RATES = {"fourier": 0.05, "maco": 0.05}   # Adam's, per parameterization
-# The image parameterization and transforms of every method unless a build says otherwise, chosen by
-# benchmarks/sweep_synthesis.py (docs/synthesis.md): at 28 px (the demo) the best explanation score and
-# transfer to a second network; at 224 px (EfficientNet-Lite0) as good as the others on both while the
-# only one that moves MFV's images far from their blurry inits. One setting for every method and size
-# (the scale transform's range alone depends on the size: default_scale_range).
+# The image parameterization and transforms of a method where a build leaves them to default, chosen by
+# sweeps. benchmarks/sweep_synthesis.py (docs/synthesis.md) chose Fourier with every transform by the
+# explanation score and transfer; benchmarks/sweep_facets.py then showed that for MFV it erases the facets
+# (every facet of a demo fc8 neuron ends as one class picture: retention 0.30 in pixels, chance 0.10; facet
+# score 0.65 against the real exemplars' 0.81). Below 64 px MFV therefore runs the paper's pixel loop without
+# jitter and keeps each image once it drives its unit as much as the neuron's strongest exemplar: retention
+# 1.00 in pixels and in a second network's features, facet score 0.76, gain 1.01. Jitter guards a long
+# optimization against pixel-level adversarial patterns; stopped at the exemplar the images move little,
+# and jitter cost 2 points of facet score and a quarter of the retention in features.
 DEFAULT_SYNTHESIS = ("fourier", ("jitter", "scale", "rotate"))
 PAPER_SYNTHESIS = ("pixel", ("jitter",))   # the released code's loop
+FACET_SYNTHESIS = ("pixel", ())            # MFV's default below FACET_SIZE_LIMIT px, stopped at the exemplar
+FACET_SIZE_LIMIT = 64
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """How a method's images are made: resolved from a build's settings and the defaults."""
+    param: str
+    transforms: tuple[str, ...]
+    learning_rate: float | None   # Adam's (None: the pixel loop's own step)
+    stop: str                     # "steps" or "exemplar"
+
+
 EXECUTORS = ("local", "ray")
 RAY_OPTIONS = ("ray_address", "gpus_per_task", "cpus_per_task", "ray_workers")
 
@@ -60,7 +78,8 @@ class BuildConfig:
     param: str = "auto"       # image parameterization: pixel, fourier, maco or auto (by input size)
     transforms: tuple[str, ...] | None = None   # of jitter, scale, rotate (None: by input size)
     learning_rate: float | None = None          # Adam's, for fourier and maco (None: theirs)
-    stop: str = "steps"       # MFV: "exemplar" keeps an image once it drives its unit as much as the strongest exemplar
+    stop: str = "auto"        # MFV: "exemplar" keeps an image once it drives its unit as much as the strongest
+                              # exemplar, "steps" runs every step (auto: exemplar below 64 px, with the pixel loop)
     scale_range: float | None = None            # the scale transform's range, 1 +- this (None: by input size)
     seed: int = 0
     batch_size: int | None = None   # images per synthesis batch (default: by input size)
@@ -80,17 +99,17 @@ class BuildConfig:
     cpus_per_task: int | None = None     # Ray only: CPU cores per worker, its torch threads (default 1)
     ray_workers: int | None = None       # Ray only: worker actors (default: as many as the cluster holds)
 
-    def identity(self, method: str, weights_sha256: str, dataset: str) -> dict:
+    def identity(self, method: str, weights_sha256: str, dataset: str, input_size: int) -> dict:
         """What determines a run's results (not where or how fast it runs)."""
         keep = ("model", "top_n", "k", "m", "steps", "seed", "thumbs_per_facet", "pca_codes", "max_images")
         ident = {key: getattr(self, key) for key in keep} | {"min_facet_size": self.facet_minimum}
         ident |= {key: getattr(self, key) for key in ("input_size", "mean", "std") if getattr(self, key) is not None}
-        param, transforms, rate = self.synthesis()
-        if (param, transforms) != PAPER_SYNTHESIS:   # the paper's loop keeps its old run ids
-            ident |= {"param": param, "transforms": list(transforms), "learning_rate": rate}
-        if method == "mfv" and self.stop == "exemplar":   # every step (the default) keeps its run ids
+        made = self.synthesis(method, input_size)
+        if (made.param, made.transforms) != PAPER_SYNTHESIS:   # the paper's loop keeps its old run ids
+            ident |= {"param": made.param, "transforms": list(made.transforms), "learning_rate": made.learning_rate}
+        if made.stop == "exemplar":   # every step keeps its old run ids
             ident["stop"] = "exemplar"
-        if "scale" in transforms and self.scale_range not in (None, ROBUST_SCALE):   # Lucid's range keeps its ids
+        if "scale" in made.transforms and self.scale_range not in (None, ROBUST_SCALE):   # Lucid's range keeps its ids
             ident["scale_range"] = self.scale_range
         if self.precision != "fp32":   # what was asked, not what this machine makes of it: the same request
             ident["precision"] = self.precision   # on another CPU is the same run (Plan.precision: what runs)
@@ -101,13 +120,16 @@ class BuildConfig:
                     ident.pop(key)
         return ident
 
-    def synthesis(self) -> tuple[str, tuple[str, ...], float | None]:
-        """(parameterization, transforms, Adam's learning rate) of the images: the build's settings,
-        and where they are left to default, the sweep's choice."""
-        param = DEFAULT_SYNTHESIS[0] if self.param == "auto" else self.param
-        transforms = tuple(self.transforms if self.transforms is not None else DEFAULT_SYNTHESIS[1])
+    def synthesis(self, method: str, input_size: int) -> Synthesis:
+        """How `method`'s images are made at `input_size`: the build's settings, and where they are
+        left to default, the sweeps' choice (MFV below 64 px: pixels, no transforms, stopped at the exemplar)."""
+        facet_default = method == "mfv" and input_size < FACET_SIZE_LIMIT
+        param, transforms = FACET_SYNTHESIS if facet_default else DEFAULT_SYNTHESIS
+        param = param if self.param == "auto" else self.param
+        transforms = tuple(self.transforms if self.transforms is not None else transforms)
         rate = None if param == "pixel" else (self.learning_rate or LEARNING_RATES[param])
-        return param, transforms, rate
+        stop = ("exemplar" if facet_default else "steps") if self.stop == "auto" else self.stop
+        return Synthesis(param, transforms, rate, stop if method == "mfv" else "steps")
 
     def scale_for(self, input_size: int) -> float:
         """The scale transform's range: the build's, or where it is left to default, the sweep's for the size."""
@@ -134,7 +156,7 @@ class Plan:
     precision: str                  # what the asked precision resolves to here (a resumed run keeps its own)
 
     def run_id(self, method: str) -> str:
-        ident = self.config.identity(method, self.spec.weights_sha256, self.dataset)
+        ident = self.config.identity(method, self.spec.weights_sha256, self.dataset, self.spec.input_shape[1])
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.config.model}-{method}-{digest}"
 
@@ -150,9 +172,9 @@ def make_plan(config: BuildConfig) -> Plan:
         raise AtlasError(f"model {config.model!r} needs --data DIR for mfv: an image folder with one sub-folder "
                          f"per class (the data-free methods {', '.join(DATA_FREE)} need none)")
     spec = load_model(config.model, config.weights, config.input_size, config.mean, config.std, config.seed).to(device)
-    param, transforms, rate = config.synthesis()   # recorded as what runs, so a rerun inherits it
-    config = dataclasses.replace(config, param=param, transforms=transforms, learning_rate=rate,
-                                 scale_range=config.scale_for(spec.input_shape[1]))
+    # the scale range is recorded as what runs; param, transforms and stop stay as asked ("auto" resolves per
+    # method: Plan.schedule, and each run's recorded schedule says what ran)
+    config = dataclasses.replace(config, scale_range=config.scale_for(spec.input_shape[1]))
     units = _select_units(spec, config)
     return Plan(config, spec, device, units, config.batch_size or default_batch_size(spec.input_shape[1], device),
                 config.workers or os.cpu_count() or 1, dataset_name(config), receptive_fields(spec, units),
@@ -229,15 +251,16 @@ def default_scale_range(input_size: int) -> float:
 
 
 def schedule_for(method: str, spec: ModelSpec, config: BuildConfig) -> Schedule:
-    """The method's schedule at the model's input size, with its parameterization and transforms."""
+    """The method's schedule at the model's input size, with its parameterization, transforms and stop."""
     size = spec.input_shape[1]
     makers = {"center-bias": center_bias_schedule, "diversity": diversity_schedule}
     schedule = makers.get(method, mfv_schedule)(size, config.steps)
-    param, transforms, rate = config.synthesis()
+    made = config.synthesis(method, size)
     return dataclasses.replace(
-        schedule, param=param, learning_rate=rate or 0.0, until_exemplar=method == "mfv" and config.stop == "exemplar",
-        jitter=schedule.jitter if "jitter" in transforms else 0,
-        scale=config.scale_for(size) if "scale" in transforms else 0.0, rotate=ROBUST_ROTATE if "rotate" in transforms else 0.0)
+        schedule, param=made.param, learning_rate=made.learning_rate or 0.0, until_exemplar=made.stop == "exemplar",
+        jitter=schedule.jitter if "jitter" in made.transforms else 0,
+        scale=config.scale_for(size) if "scale" in made.transforms else 0.0,
+        rotate=ROBUST_ROTATE if "rotate" in made.transforms else 0.0)
 
 
 def _select_units(spec: ModelSpec, config: BuildConfig) -> dict[str, list[int]]:
