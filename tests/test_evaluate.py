@@ -267,7 +267,7 @@ def test_exemplars_explain_neurons_clearly_and_clearly_better_than_noise(tmp_pat
     heldout, description = scoring.heldout_set(spec, "demo", None, None)
     rows = scoring.score_runs(con, {m: runs[m] for m in ("mfv", "noise")}, spec, ["fc8", "fc7"],
                               images_of_run(runs["mfv"], spec), heldout, description, "demo-seed1", "cpu",
-                              lambda *args: None)
+                              lambda *args: None).scores
     means = {method: np.nanmean([r["score"] for r in rows if r["method"] == method and r["facet"] is None])
              for method in ("exemplars", "noise")}
     assert 0.75 <= means["exemplars"] < 0.97, means

@@ -30,13 +30,13 @@ from ..engine.images import from_png
 from ..engine.models import ModelSpec, load_model
 from . import measures
 from .explain import REFERENCE   # `method` of the rows that measure real exemplars
+from .reads import codes_of, top1_under
 
 OWN_PARTS = "store__"            # evaluation parts describing this store's own runs
 EXTERNAL_PARTS = "external__"    # rows measured on another store (the EfficientNet-Lite0 subset)
 MEDIAN_METRICS = {"facet_diversity", "diversity_null", "image_diversity", "init_diversity", "image_spread",
                   "own_other_ratio", "retention_px", "retention_b", "spread_px", "spread_b", "gain"}
 REFERENCE_SAMPLE = 32            # exemplars per neuron measured for the reference rows
-BATCH = 512
 
 
 @dataclass
@@ -144,23 +144,6 @@ def _histograms_by_id(images, ids: np.ndarray) -> np.ndarray:
 
 
 # ---- measuring images ----------------------------------------------------------------------------
-@torch.no_grad()
-def codes_of(spec: ModelSpec, pixels: torch.Tensor, device) -> np.ndarray:
-    net = spec.extractor((spec.embedding_node,))
-    out = [net(spec.preprocess(pixels[i:i + BATCH].to(device)))[spec.embedding_node].float().flatten(1).cpu()
-           for i in range(0, len(pixels), BATCH)]
-    return torch.cat(out).numpy()
-
-
-@torch.no_grad()
-def top1_under(spec: ModelSpec, pixels: torch.Tensor, units: np.ndarray, device) -> np.ndarray:
-    """Whether `spec`'s top-1 class of each image is its target unit."""
-    net = spec.extractor((spec.logits_layer,))
-    out = [net(spec.preprocess(pixels[i:i + BATCH].to(device)))[spec.logits_layer].argmax(1).cpu()
-           for i in range(0, len(pixels), BATCH)]
-    return torch.cat(out).numpy() == units
-
-
 def image_features(spec: ModelSpec, pixels: torch.Tensor, device) -> dict[str, np.ndarray]:
     array = pixels.numpy()
     return {"codes": codes_of(spec, pixels, device), "hist": measures.histograms(array),
