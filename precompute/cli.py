@@ -181,6 +181,12 @@ EVALUATE_EPILOG = """what it measures, per run (one per method) and neuron, then
   facet_to_cluster                  MFV facet images nearest their own cluster's centroid (vs chance)
   centre_share, fragments           how centred / fragmented an image is
   moved                             mean absolute pixel change from the image's init (pixels in [0, 1])
+  retention_px, retention_b         MFV: share of facet images nearest their own init among the neuron's
+                                    inits, in pixels and in a second network's features (1/k: chance)
+  spread_px, spread_b, gain         spread of facet images / of their inits; act_final / best exemplar
+  clipped                           share of pixels at 0 or 1
+  facet_score                       MFV: do facet images tell their facets' held-out images apart
+                                    (0.5: chance; method exemplars: the yardstick; facet_scores table)
   explanation                       the explanation score of the neuron's images (scores table; needs
                                     held-out images: the demo's test split, else --heldout DIR)
 and a verdict per claim of the paper (rows claim1..claim4).

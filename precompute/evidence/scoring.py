@@ -5,10 +5,14 @@ For each neuron of each run: its trials from the held-out images (the demo: Fash
 split; other models: a folder given with --heldout), the features of its images and of the trial
 images under the backbone, and a score per facet image and for all its images together. MFV runs
 also get the same scores with real exemplars as references (the exemplar nearest each facet's
-centroid), method 'exemplars': the yardstick synthesized images are read against. Both scores
-compare images in one space: the backbone's embedding (its penultimate layer), where on the demo
-real exemplars tell a neuron's facets apart (0.81 at fc8) better than in its conv2 features (0.74)
-or in pixels (0.73).
+centroid), method 'exemplars': the yardstick synthesized images are read against.
+
+The explanation score compares images in the backbone's embedding (its penultimate layer). The
+facet score reads the layer before it where FACET_NODES names one: an embedding trained to sort
+classes has shrunk what tells one facet of a class from another. On the demo, real exemplars tell
+a neuron's facets apart at fc8 / fc7 / fc6 with 0.84 / 0.78 / 0.80 in relu6, against 0.81 / 0.75 /
+0.78 in the embedding (relu7) and 0.62 / 0.66 / 0.65 in conv3 averaged over positions, which
+loses where things are; noise scores chance in every space (docs/synthesis.md).
 """
 from __future__ import annotations
 
@@ -24,9 +28,10 @@ from ..engine.activations import _unit_scores
 from ..engine.images import from_png
 from ..engine.models import ModelSpec, load_model
 from . import explain, facet_score
-from .evaluate import codes_of
+from .reads import codes_of
 
 BATCH = 256
+FACET_NODES = {"demo-seed1": "relu6"}   # backbone -> node the facet score compares in (default: its embedding)
 
 
 def heldout_set(spec: ModelSpec, model: str, heldout: str | None, data: str | None):
@@ -51,6 +56,11 @@ def default_backbone(spec: ModelSpec) -> str:
     return "efficientnet-lite2" if spec.name != "efficientnet-lite2" else "efficientnet-lite0"
 
 
+def facet_space(name: str, backbone: ModelSpec) -> str:
+    """The node of backbone `name` the facet score compares images in."""
+    return FACET_NODES.get(name, backbone.embedding_node)
+
+
 def load_backbone(name: str, progress) -> ModelSpec:
     if name == "demo-seed1":
         from ..demo.train import TRANSFER_WEIGHTS, ensure_transfer_weights
@@ -60,10 +70,11 @@ def load_backbone(name: str, progress) -> ModelSpec:
 
 
 @torch.no_grad()
-def features(backbone: ModelSpec, pixels: torch.Tensor, device) -> np.ndarray:
-    """Global features of images under the backbone (its embedding layer, spatially averaged),
-    images resized and given the backbone's channels first."""
-    net = backbone.extractor((backbone.embedding_node,))
+def features(backbone: ModelSpec, pixels: torch.Tensor, device, node: str | None = None) -> np.ndarray:
+    """Global features of images under the backbone (at `node`, by default its embedding layer,
+    spatially averaged), images resized and given the backbone's channels first."""
+    node = node or backbone.embedding_node
+    net = backbone.extractor((node,))
     channels, size = backbone.input_shape[0], tuple(backbone.input_shape[1:])
     out = []
     for start in range(0, len(pixels), BATCH):
@@ -72,7 +83,7 @@ def features(backbone: ModelSpec, pixels: torch.Tensor, device) -> np.ndarray:
             batch = batch.mean(1, keepdim=True).expand(-1, channels, -1, -1)
         if tuple(batch.shape[-2:]) != size:
             batch = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
-        found = net(backbone.preprocess(batch))[backbone.embedding_node].float()
+        found = net(backbone.preprocess(batch))[node].float()
         out.append((found.mean((2, 3)) if found.dim() == 4 else found).cpu())
     return torch.cat(out).numpy() if out else np.empty((0, 0))
 
@@ -129,40 +140,49 @@ def score_runs(con, runs: dict[str, dict], spec: ModelSpec, layers: list[str], t
     """Score rows for every image of every run (and the exemplar references of the MFV run), and
     facet-score rows for the MFV run's facets."""
     backbone = load_backbone(backbone_name, progress).to(device)
+    facet_node = facet_space(backbone_name, backbone)
     progress("score: held-out images", 0, 1)
     acts = unit_activations(spec, heldout, layers, device)
     pixels = heldout_pixels(heldout)
     heldout_features = features(backbone, pixels, device)
-    heldout_codes = codes_of(spec, pixels, device) if "mfv" in runs else None
+    held = None if "mfv" not in runs else {"codes": codes_of(spec, pixels, device),
+                                           "features": features(backbone, pixels, device, facet_node)}
     progress("score: held-out images", 1, 1)
-    context = {"trials": trials, "seed": seed, "backbone": backbone_name, "heldout": description}
+    context = {"trials": trials, "seed": seed, "backbone": backbone_name, "heldout": description,
+               "facet_node": facet_node}
     scored = Scored([], [])
     for done, layer in enumerate(layers, 1):
-        references = {}   # method -> (units, facets, feature rows) of its images of this layer
-        for method, run in runs.items():
-            found = con.execute("SELECT unit, facet, image_png FROM facets WHERE run_id = ? AND layer = ? "
-                                "ORDER BY unit, facet", [run["run_id"], layer]).fetchall()
-            if found:
-                pixels = torch.stack([from_png(png) for *_, png in found])
-                references[method] = (np.array([r[0] for r in found]), np.array([r[1] for r in found]),
-                                      features(backbone, pixels, device))
-        if "mfv" in runs and training_images is not None:
-            found = exemplar_references(con, runs["mfv"], layer, training_images, backbone, device)
-            if found is not None:
-                references[explain.REFERENCE] = found
-        for method, (units, facets, image_features) in references.items():
+        references = layer_references(con, runs, layer, training_images)
+        for method, (units, facets, images) in references.items():
             run = runs.get(method, runs.get("mfv"))
-            scored.scores += score_images(run, method, layer, units, facets, image_features, acts[layer],
-                                          heldout_features, context)
-        if "mfv" in runs:
-            scored.facet_scores += facet_rows(con, runs["mfv"], layer, references, acts[layer], heldout_codes,
-                                              heldout_features, context)
+            scored.scores += score_images(run, method, layer, units, facets, features(backbone, images, device),
+                                          acts[layer], heldout_features, context)
+        if held is not None:
+            in_facet_space = {method: (units, features(backbone, images, device, facet_node))
+                              for method, (units, _, images) in references.items() if method in FACET_REFERENCES}
+            scored.facet_scores += facet_rows(con, runs["mfv"], layer, in_facet_space, acts[layer], held, context)
         progress("score: layers", done, len(layers))
     return scored
 
 
-def exemplar_references(con, run: dict, layer: str, training_images, backbone: ModelSpec, device):
-    """The yardstick's references: (units, facets, features) of the real exemplar nearest each MFV
+def layer_references(con, runs: dict[str, dict], layer: str, training_images) -> dict[str, tuple]:
+    """method -> (units, facets, pixels) of its images of `layer`, and of the MFV run's exemplar references."""
+    references = {}
+    for method, run in runs.items():
+        found = con.execute("SELECT unit, facet, image_png FROM facets WHERE run_id = ? AND layer = ? "
+                            "ORDER BY unit, facet", [run["run_id"], layer]).fetchall()
+        if found:
+            references[method] = (np.array([r[0] for r in found]), np.array([r[1] for r in found]),
+                                  torch.stack([from_png(png) for *_, png in found]))
+    if "mfv" in runs and training_images is not None:
+        found = exemplar_references(con, runs["mfv"], layer, training_images)
+        if found is not None:
+            references[explain.REFERENCE] = found
+    return references
+
+
+def exemplar_references(con, run: dict, layer: str, training_images):
+    """The yardstick's references: (units, facets, pixels) of the real exemplar nearest each MFV
     facet's centroid; None without exemplars."""
     found = con.execute("""SELECT unit, facet, image_id FROM exemplars
                            WHERE run_id = ? AND layer = ? AND rank_in_facet = 0 ORDER BY unit, facet""",
@@ -170,7 +190,7 @@ def exemplar_references(con, run: dict, layer: str, training_images, backbone: M
     if not found:
         return None
     pixels = training_images.pixels(torch.tensor([r[2] for r in found]))
-    return np.array([r[0] for r in found]), np.array([r[1] for r in found]), features(backbone, pixels, device)
+    return np.array([r[0] for r in found]), np.array([r[1] for r in found]), pixels
 
 
 # methods whose images are facet-score references: per facet (MFV, the exemplars), or one image read as the
@@ -179,10 +199,10 @@ def exemplar_references(con, run: dict, layer: str, training_images, backbone: M
 FACET_REFERENCES = ("mfv", explain.REFERENCE, "noise", "center-bias")
 
 
-def facet_rows(con, run: dict, layer: str, references: dict, acts: np.ndarray, heldout_codes: np.ndarray,
-               heldout_features: np.ndarray, context: dict) -> list[dict]:
+def facet_rows(con, run: dict, layer: str, references: dict, acts: np.ndarray, held: dict, context: dict) -> list[dict]:
     """Facet-score rows of the MFV run's neurons of one layer: per facet and per neuron (facet None),
-    for each method of FACET_REFERENCES with images of the layer."""
+    for each method of FACET_REFERENCES with images of the layer. `references`: method -> (units,
+    features); `held`: the held-out images' codes (the explained model's) and features."""
     found = con.execute("""SELECT unit, list(mean_code ORDER BY facet) FROM facets
                            WHERE run_id = ? AND layer = ? AND mean_code IS NOT NULL GROUP BY unit ORDER BY unit""",
                         [run["run_id"], layer]).fetchall()
@@ -192,18 +212,18 @@ def facet_rows(con, run: dict, layer: str, references: dict, acts: np.ndarray, h
         if k < 2:
             continue
         pool = facet_score.pool(acts[:, unit], k)
-        trials = facet_score.make_trials(facet_score.assign(heldout_codes[pool], np.array(means)), context["seed"])
+        trials = facet_score.make_trials(facet_score.assign(held["codes"][pool], np.array(means)), context["seed"])
         for method in FACET_REFERENCES:
             if method not in references:
                 continue
-            units, _, image_features = references[method]
+            units, image_features = references[method]
             mine = image_features[units == unit]
             if len(mine) not in (1, k):
                 continue
             right, facets = facet_score.scores(np.repeat(mine, k, 0) if len(mine) == 1 else mine,
-                                               heldout_features[pool], trials)
+                                               held["features"][pool], trials)
             base = {"run_id": run["run_id"], "model": run["model"], "method": method, "layer": layer, "unit": int(unit),
-                    "backbone": context["backbone"], "heldout": context["heldout"], "seed": context["seed"]}
+                    "backbone": f"{context['backbone']}:{context['facet_node']}", "heldout": context["heldout"], "seed": context["seed"]}
             rows += [base | {"facet": f, "score": score, "trials": n}
                      for f, (score, n) in enumerate(facet_score.per_facet(right, facets, k))]
             rows.append(base | {"facet": None, "score": float(right.mean()) if len(right) else float("nan"),
