@@ -27,7 +27,7 @@ from precompute.core.store import READ_ONLY_CONFIG, Store  # noqa: E402
 from precompute.engine.images import from_png  # noqa: E402
 from precompute.engine.synthesis import measure, render  # noqa: E402
 from precompute.evidence import facet_score, retention, scoring  # noqa: E402
-from precompute.evidence.evaluate import codes_of  # noqa: E402
+from precompute.evidence.reads import codes_of  # noqa: E402
 from precompute.pipeline import BuildConfig  # noqa: E402
 from precompute.pipeline.plan import schedule_for  # noqa: E402
 from precompute.pipeline.runtime import image_key, images_of_run, resolve_precision, spec_of_run  # noqa: E402
@@ -74,7 +74,7 @@ def load_inits(con, run_id: str, layers: dict[str, int], images) -> list[tuple]:
     return found
 
 
-def facet_heldout(spec, backbone, layers: list[str], folder: str | None) -> dict:
+def facet_heldout(spec, backbone, facet_node: str, layers: list[str], folder: str | None) -> dict:
     """What the facet score reads of the held-out images: activations, the explained model's codes and
     the backbone's features (precompute.evidence.scoring)."""
     heldout, why = scoring.heldout_set(spec, spec.name, folder, None)
@@ -82,12 +82,12 @@ def facet_heldout(spec, backbone, layers: list[str], folder: str | None) -> dict
         raise SystemExit(f"error: {why}")
     pixels = scoring.heldout_pixels(heldout)
     return {"acts": scoring.unit_activations(spec, heldout, layers, "cpu"), "codes": codes_of(spec, pixels, "cpu"),
-            "features": scoring.features(backbone, pixels, "cpu")}
+            "features": scoring.features(backbone, pixels, "cpu", facet_node), "node": facet_node}
 
 
 def facet_scores(held: dict, layer: str, unit: int, means: np.ndarray, references: np.ndarray) -> float:
-    pool = facet_score.pool(held["acts"][layer][:, unit], len(means))
-    trials = facet_score.make_trials(facet_score.assign(held["codes"][pool], means))
+    pool, labels = facet_score.pool(held["acts"][layer][:, unit], held["codes"], means)
+    trials = facet_score.make_trials(labels)
     right, _ = facet_score.scores(references, held["features"][pool], trials)
     return float(right.mean()) if len(right) else np.nan
 
@@ -123,7 +123,7 @@ def sweep(spec, backbone, node: str, held, neurons, overrides, extra, stop, seed
         pix_f, pix_i = retention.pixel_vectors(final), retention.pixel_vectors(init)
         feat_f = retention.feature_vectors(backbone, node, final)
         feat_i = retention.feature_vectors(backbone, node, init)
-        embedded = scoring.features(backbone, final, "cpu")
+        embedded = scoring.features(backbone, final, "cpu", held["node"])
         at = 0
         for _, unit, facets, _, best, means, _ in mine:
             k = len(facets)
@@ -166,12 +166,13 @@ def main() -> None:
     con = duckdb.connect(str(database), read_only=True, config=READ_ONLY_CONFIG)
     run = con.execute("SELECT * FROM runs WHERE method = 'mfv'").fetchdf().to_dict("records")[0]
     spec = spec_of_run(run)
-    backbone = scoring.load_backbone(scoring.default_backbone(spec), lambda *a: None)
+    backbone_name = scoring.default_backbone(spec)
+    backbone = scoring.load_backbone(backbone_name, lambda *a: None)
     node = retention.FEATURE_NODES[spec.name]
     layers = ({"fc8": 10, "fc7": args.units, "fc6": args.units} if spec.name == "demo" else
               {spec.logits_layer: spec.layers[spec.logits_layer].n_units})
     neurons = load_inits(con, run["run_id"], layers, images_of_run(run, spec))
-    held = facet_heldout(spec, backbone, list(layers), args.heldout)
+    held = facet_heldout(spec, backbone, scoring.facet_space(backbone_name, backbone), list(layers), args.heldout)
     results = {}
     for name, (overrides, extra, stop) in CANDIDATES.items():
         if args.only and name not in args.only:

@@ -55,8 +55,15 @@ def test_one_picture_for_every_facet_scores_chance(degenerate):
     assert 0.35 <= right.mean() <= 0.65, right.mean()
 
 
-def test_the_pool_holds_the_strongest_images_ten_per_facet_at_most_a_quarter_of_the_set():
-    acts = np.arange(1000.0)
-    assert list(facet_score.pool(acts, 3)[:3]) == [999, 998, 997]
-    assert len(facet_score.pool(acts, 3)) == 30 and len(facet_score.pool(acts, 1)) == 20
-    assert len(facet_score.pool(np.arange(40.0), 10)) == 10
+def test_the_pool_holds_each_facets_strongest_ten_from_the_strongest_quarter():
+    """A neuron's strongest facet must not fill the pool: every facet brings its own strongest images."""
+    rng = np.random.default_rng(0)
+    means = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    labels = np.repeat([0, 1, 2], [500, 300, 200])   # facet 2 strong, facet 0 middling, facet 1 weakest
+    acts = np.concatenate([rng.uniform(1, 2, 500), rng.uniform(0, 1, 300), rng.uniform(2, 3, 200)])
+    codes = means[labels] + rng.normal(scale=0.5, size=(1000, 2))
+    pool, facets = facet_score.pool(acts, codes, means)
+    assert (facets == labels[pool]).all()
+    assert np.bincount(facets).tolist() == [10, 0, 10], "facet 1 has no image in the strongest quarter"
+    assert acts[pool[facets == 0]].min() >= np.sort(acts[labels == 0])[-10]   # facet 0's strongest ten
+    assert len(set(pool)) == len(pool)

@@ -1,12 +1,14 @@
 """The facet score: does a facet's image tell that facet's inputs from the neuron's other facets?
 
 The explanation score (explain.py) asks whether a neuron's images pick its stronger input of two;
-one class picture passes it for every facet. This score asks the question MFV exists for. A
-neuron's strongest held-out images are assigned to its facets by the rule a reverse lookup uses
-for any image (the facet whose mean embedding code, facets.mean_code, is nearest the image's own
-code). A trial pairs a held-out image of facet i with one of another facet j of the same neuron;
-it is right when facet i's reference image is the more similar to the first. Chance is 0.5; one
-picture used for every facet scores about that, whatever it looks like.
+one class picture passes it for every facet. This score asks the question MFV exists for. The
+held-out images that drive a neuron most (the strongest quarter of the set) are assigned to its
+facets by the rule a reverse lookup uses for any image (the facet whose mean embedding code,
+facets.mean_code, is nearest the image's own code), and each facet keeps its ten strongest, so
+that every facet is tested, not only the neuron's strongest. A trial pairs a held-out image of
+facet i with one of another facet j of the same neuron; it is right when facet i's reference
+image is the more similar to the first. Chance is 0.5; one picture used for every facet scores
+about that, whatever it looks like.
 
 Similarity is the cosine in a second network's features, centred on the mean of the neuron's
 assigned held-out images: what every facet shares (the class) cancels, so only what tells facets
@@ -19,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-POOL_PER_FACET = 10   # held-out images per facet a neuron's pool holds on average (its strongest)
-POOL_MIN = 20
+POOL_PER_FACET = 10   # held-out images per facet in a neuron's pool: the facet's strongest
+POOL_SHARE = 4        # they are drawn from the strongest 1/POOL_SHARE of the held-out set
 
 
 @dataclass(frozen=True)
@@ -33,12 +35,16 @@ class FacetTrials:
         return len(self.facet)
 
 
-def pool(activations: np.ndarray, k: int) -> np.ndarray:
-    """Held-out indexes of a neuron's strongest images: POOL_PER_FACET per facet (at least POOL_MIN),
-    at most a quarter of the held-out set; ties broken by index."""
+def pool(activations: np.ndarray, codes: np.ndarray, mean_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out indexes, facet of each) of a neuron's pool: the held-out set's strongest quarter
+    assigned to facets by `assign`, and of each facet its POOL_PER_FACET strongest images; ties
+    broken by index. Per facet, so that a neuron's strongest facet does not fill the pool alone."""
     activations = np.asarray(activations, dtype=np.float64)
-    n = min(len(activations) // 4, max(POOL_MIN, POOL_PER_FACET * k))
-    return np.argsort(-activations, kind="stable")[:n]
+    strongest = np.argsort(-activations, kind="stable")[:len(activations) // POOL_SHARE]
+    labels = assign(codes[strongest], mean_codes)
+    keep = np.concatenate([np.flatnonzero(labels == f)[:POOL_PER_FACET] for f in range(len(mean_codes))])
+    keep.sort()
+    return strongest[keep], labels[keep]
 
 
 def assign(codes: np.ndarray, mean_codes: np.ndarray) -> np.ndarray:

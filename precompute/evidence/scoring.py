@@ -211,8 +211,8 @@ def facet_rows(con, run: dict, layer: str, references: dict, acts: np.ndarray, h
         k = len(means)
         if k < 2:
             continue
-        pool = facet_score.pool(acts[:, unit], k)
-        trials = facet_score.make_trials(facet_score.assign(held["codes"][pool], np.array(means)), context["seed"])
+        pool, labels = facet_score.pool(acts[:, unit], held["codes"], np.array(means))
+        trials = facet_score.make_trials(labels, context["seed"])
         for method in FACET_REFERENCES:
             if method not in references:
                 continue
