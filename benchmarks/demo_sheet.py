@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -26,8 +25,7 @@ CELL, GAP, LABEL, NAME = 56, 6, 16, 92
 
 def facets_of(store: str, layer: str) -> dict[str, list[tuple[bytes, bytes]]]:
     """Neuron label -> [(init png, image png)] of its MFV facets, in unit and facet order."""
-    database = Store(store).consolidate(Path(tempfile.mkdtemp()) / "atlas.duckdb")
-    con = duckdb.connect(str(database), read_only=True, config=READ_ONLY_CONFIG)
+    con = duckdb.connect(str(Store(store).consolidate()), read_only=True, config=READ_ONLY_CONFIG)
     rows = con.execute("""SELECT n.label, f.init_png, f.image_png FROM facets f JOIN runs r USING (run_id)
                           JOIN neurons n USING (run_id, layer, unit)
                           WHERE r.method = 'mfv' AND f.layer = ? ORDER BY f.unit, f.facet""", [layer]).fetchall()

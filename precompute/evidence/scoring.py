@@ -149,7 +149,7 @@ def score_runs(con, runs: dict[str, dict], spec: ModelSpec, layers: list[str], t
                                            "features": features(backbone, pixels, device, facet_node)}
     progress("score: held-out images", 1, 1)
     context = {"trials": trials, "seed": seed, "backbone": backbone_name, "heldout": description,
-               "facet_node": facet_node}
+               "facet_space": f"{backbone_name}:{facet_node}"}
     scored = Scored([], [])
     for done, layer in enumerate(layers, 1):
         references = layer_references(con, runs, layer, training_images)
@@ -223,7 +223,7 @@ def facet_rows(con, run: dict, layer: str, references: dict, acts: np.ndarray, h
             right, facets = facet_score.scores(np.repeat(mine, k, 0) if len(mine) == 1 else mine,
                                                held["features"][pool], trials)
             base = {"run_id": run["run_id"], "model": run["model"], "method": method, "layer": layer, "unit": int(unit),
-                    "backbone": f"{context['backbone']}:{context['facet_node']}", "heldout": context["heldout"], "seed": context["seed"]}
+                    "backbone": context["facet_space"], "heldout": context["heldout"], "seed": context["seed"]}
             rows += [base | {"facet": f, "score": score, "trials": n}
                      for f, (score, n) in enumerate(facet_score.per_facet(right, facets, k))]
             rows.append(base | {"facet": None, "score": float(right.mean()) if len(right) else float("nan"),
