@@ -8,7 +8,8 @@ first `--units` live units; another model's class neurons) and is measured as do
 that stay facets") defines: retention in pixels and in the second network's mid-level features (B: the
 second demo CNN's conv2, EfficientNet-Lite2's block 10; chance 1/k), the facet score (chance 0.5), spread
 (images' mean pairwise distance / the inits'), gain (activation / the neuron's strongest real exemplar),
-top-1 under the second network (class neurons), clipped pixels, seconds. Prints one Markdown table.
+the share of images at gain 1 (mean over neurons), top-1 under the second network (class neurons), clipped
+pixels, seconds. Prints one Markdown table.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from precompute.core.store import READ_ONLY_CONFIG, Store  # noqa: E402
 from precompute.engine.images import from_png  # noqa: E402
-from precompute.engine.synthesis import measure, render  # noqa: E402
+from precompute.engine.synthesis import facet_directions, measure, render  # noqa: E402
 from precompute.evidence import facet_score, retention, scoring  # noqa: E402
 from precompute.evidence.reads import codes_of  # noqa: E402
 from precompute.pipeline import BuildConfig  # noqa: E402
@@ -33,8 +34,9 @@ from precompute.pipeline.plan import schedule_for  # noqa: E402
 from precompute.pipeline.runtime import image_key, images_of_run, resolve_precision, spec_of_run  # noqa: E402
 
 LUCID = ("jitter", "scale", "rotate")
-# name -> (BuildConfig overrides, schedule overrides, stop: True at the strongest exemplar's activation, False
-# after every step, None: the init itself, "exemplars": the real exemplar nearest each centroid instead)
+REACHED = 0.999   # an image "at gain 1" drives its unit to its strongest exemplar's activation (bf16's rounding aside)
+# name -> (BuildConfig overrides (facet_pull 0 unless given), schedule overrides, stop: True at the strongest
+# exemplar's activation, False after every step, None: the init itself, "exemplars": the real exemplar nearest each centroid instead)
 CANDIDATES = {
     "real exemplars nearest each centroid (the yardstick)": ({}, {}, "exemplars"),
     "init untouched (a degenerate reference)": ({"param": "fourier", "transforms": LUCID}, {}, None),
@@ -49,9 +51,20 @@ CANDIDATES = {
     "pixel, seed 30, stop": ({"param": "pixel", "transforms": ("jitter",)}, {"seed_weight": 30.0}, True),
     "pixel, seed 100, stop": ({"param": "pixel", "transforms": ("jitter",)}, {"seed_weight": 100.0}, True),
     "pixel, no jitter, every step": ({"param": "pixel", "transforms": ()}, {}, False),
-    "pixel, no jitter, stop (the default below 64 px)": ({"param": "pixel", "transforms": ()}, {}, True),
+    "pixel, no jitter, stop (the default before the facet pull)": ({"param": "pixel", "transforms": ()}, {}, True),
     "pixel, no jitter, no TV, stop": ({"param": "pixel", "transforms": ()}, {"stages": "no tv"}, True),
     "pixel, no jitter, seed 100, stop": ({"param": "pixel", "transforms": ()}, {"seed_weight": 100.0}, True),
+    "pixel, no jitter, facet pull 0.25, stop": ({"param": "pixel", "transforms": (), "facet_pull": 0.25}, {}, True),
+    "pixel, no jitter, facet pull 0.5, stop (the default below 64 px)":
+        ({"param": "pixel", "transforms": (), "facet_pull": 0.5}, {}, True),
+    "pixel, no jitter, facet pull 1, stop": ({"param": "pixel", "transforms": (), "facet_pull": 1.0}, {}, True),
+    "pixel, no jitter, facet pull 2, stop": ({"param": "pixel", "transforms": (), "facet_pull": 2.0}, {}, True),
+    "pixel, no jitter, facet pull 3, stop": ({"param": "pixel", "transforms": (), "facet_pull": 3.0}, {}, True),
+    "pixel, no jitter, facet pull 5, stop": ({"param": "pixel", "transforms": (), "facet_pull": 5.0}, {}, True),
+    "pixel, no jitter, facet pull 0.5, every step": ({"param": "pixel", "transforms": (), "facet_pull": 0.5}, {}, False),
+    "pixel, jitter, facet pull 0.5, stop": ({"param": "pixel", "transforms": ("jitter",), "facet_pull": 0.5}, {}, True),
+    "fourier, facet pull 0.5": ({"param": "fourier", "transforms": LUCID, "facet_pull": 0.5}, {}, False),
+    "fourier, facet pull 0.5, stop": ({"param": "fourier", "transforms": LUCID, "facet_pull": 0.5}, {}, True),
 }
 
 
@@ -93,11 +106,11 @@ def facet_scores(held: dict, layer: str, unit: int, means: np.ndarray, reference
 
 
 def sweep(spec, backbone, node: str, held, neurons, overrides, extra, stop, seed=0) -> dict:
-    config = BuildConfig(store="", **overrides)
+    config = BuildConfig(store="", **({"facet_pull": 0.0} | overrides))
     schedule = schedule_for("mfv", spec, config)
     if extra.get("stages") == "no tv":   # the same steps without the total-variation smoothing
         extra = extra | {"stages": tuple(dataclasses.replace(s, tv_weight=(0.0, 0.0)) for s in schedule.stages)}
-    schedule = dataclasses.replace(schedule, **extra)
+    schedule = dataclasses.replace(schedule, **extra, until_exemplar=stop is True)
     precision = resolve_precision("auto", torch.device("cpu"))
     rows, seconds = [], 0.0
     for layer in dict.fromkeys(n[0] for n in neurons):
@@ -105,7 +118,9 @@ def sweep(spec, backbone, node: str, held, neurons, overrides, extra, stop, seed
         units = torch.tensor([n[1] for n in mine for _ in n[2]])
         init = torch.cat([n[3] for n in mine])
         keys = torch.tensor([image_key(seed, "mfv", layer, n[1], f) for n in mine for f in n[2]])
-        targets = torch.tensor([n[4] for n in mine for _ in n[2]], dtype=torch.float32) if stop is True else None
+        targets = torch.tensor([n[4] for n in mine for _ in n[2]], dtype=torch.float32)
+        pulls = [facet_directions(torch.tensor(n[5], dtype=torch.float32)) for n in mine]
+        pull = tuple(torch.cat(parts) for parts in zip(*pulls))
         start = time.perf_counter()
         if stop is None:
             final = init
@@ -113,7 +128,8 @@ def sweep(spec, backbone, node: str, held, neurons, overrides, extra, stop, seed
             final = torch.cat([n[6] for n in mine])
         else:
             final = torch.cat([render(spec, layer, units[i:i + 128], init[i:i + 128], schedule, keys[i:i + 128],
-                                      precision=precision, targets=None if targets is None else targets[i:i + 128])
+                                      precision=precision, targets=targets[i:i + 128],
+                                      facet_pull=tuple(t[i:i + 128] for t in pull))
                                for i in range(0, len(units), 128)])
         seconds += time.perf_counter() - start
         acts = measure(spec, layer, units, final)["act"].numpy()
@@ -131,6 +147,7 @@ def sweep(spec, backbone, node: str, held, neurons, overrides, extra, stop, seed
             rows.append({"layer": layer, "ret_px": retention.retention(pix_f[s], pix_i[s]),
                          "ret_b": retention.retention(feat_f[s], feat_i[s]),
                          "spread": retention.spread(pix_f[s], pix_i[s]), "gain": float(np.median(acts[s]) / best),
+                         "reached": float(np.mean(acts[s] >= REACHED * best)),
                          "top1": float((b_top1[s] == unit).float().mean()) if logits else np.nan,
                          "clipped": retention.clipped_share(final[s].numpy()),
                          "facet": facet_scores(held, layer, unit, means, embedded[s])})
@@ -141,14 +158,15 @@ def sweep(spec, backbone, node: str, held, neurons, overrides, extra, stop, seed
 def table(results: dict, layers: list[str]) -> str:
     first = layers[0]
     lines = ["| candidate | " + " | ".join(f"{l} retention px / B" for l in layers)
-             + f" | facet score {' / '.join(layers)} | {first} spread | median gain | {first} top-1 (B) | clipped | s |",
-             "|---" * (len(layers) + 7) + "|"]
+             + f" | facet score {' / '.join(layers)} | {first} spread | median gain | at gain 1 | {first} top-1 (B) | clipped | s |",
+             "|---" * (len(layers) + 8) + "|"]
     for name, result in results.items():
         rows = result["rows"]
         med = lambda key, layer=None: float(np.nanmedian([r[key] for r in rows if layer in (None, r["layer"])]))  # noqa: E731
         cells = [f"{med('ret_px', l):.2f} / {med('ret_b', l):.2f}" for l in layers]
         cells.append(" / ".join(f"{np.nanmean([r['facet'] for r in rows if r['layer'] == l]):.2f}" for l in layers))
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {med('spread', first):.2f} | {med('gain'):.2f} | "
+                     f"{np.mean([r['reached'] for r in rows]):.0%} | "
                      f"{np.nanmean([r['top1'] for r in rows if r['layer'] == first]):.0%} | {med('clipped'):.0%} | "
                      f"{result['seconds']:.0f} |")
     return "\n".join(lines)

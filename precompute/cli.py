@@ -95,12 +95,17 @@ def _add_algorithm_options(a, d) -> None:
     a.add_argument("--transforms", type=_name_list, default=None, metavar="LIST",
                    help="transformation robustness, comma-separated of jitter, scale, rotate, or none (default: none for "
                         "MFV below 64 px, stopped at the exemplar as it is; all three otherwise, as the sweep chose; "
-                        "the paper's loop: --param pixel --transforms jitter --stop steps)")
-    from .core.methods import STOPS
+                        "the paper's loop: --param pixel --transforms jitter --stop steps --facet-pull 0)")
+    from .core.methods import FACET_PULL, STOPS
     a.add_argument("--stop", default=d.stop, choices=STOPS,
                    help="MFV: exemplar keeps each image once it drives its unit as much as the neuron's strongest "
                         "exemplar (past that, facets turn into one class stamp; benchmarks/sweep_facets.py); "
                         "steps runs every step; auto (default): exemplar for MFV below 64 px, steps otherwise")
+    a.add_argument("--facet-pull", type=float, default=None, metavar="W",
+                   help="MFV: every step also turns each image's code, in the model's embedding, towards its own "
+                        "facet's direction (never against the unit), a step W times the unit's in size: it draws out "
+                        "what tells the facet from the neuron's others (0: none; default: %g below 64 px, where the "
+                        "sweep chose it, 0 otherwise)" % FACET_PULL)
     a.add_argument("--learning-rate", type=float, default=None, metavar="LR",
                    help="Adam's learning rate for fourier and maco (default: theirs)")
     a.add_argument("--scale-range", type=float, default=None, metavar="F",
@@ -262,6 +267,7 @@ def _config(args, out: str, methods_default):
         layers=getattr(args, "layers", None), units=getattr(args, "units", None),
         methods=args.methods or methods_default, top_n=args.top_n, k=args.k, m=args.m,
         min_facet_size=args.min_facet_size, steps=args.steps, param=args.param, transforms=args.transforms, stop=args.stop,
+        facet_pull=args.facet_pull,
         learning_rate=args.learning_rate, scale_range=args.scale_range,
         seed=args.seed, batch_size=args.batch_size, chunk_units=args.chunk_units, device=args.device,
         thumbs_per_facet=args.thumbs_per_facet, pca_codes=args.pca_codes, max_images=args.max_images,

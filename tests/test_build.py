@@ -48,20 +48,25 @@ def test_synthesis_defaults_per_method_and_size_and_the_papers_loop_keeping_its_
     from precompute.pipeline import BuildConfig
     from precompute.pipeline.plan import Synthesis
     auto = BuildConfig(store="")
-    assert auto.synthesis("mfv", 28) == Synthesis("pixel", (), None, "exemplar"), "small MFV keeps its facets"
+    assert auto.synthesis("mfv", 28) == Synthesis("pixel", (), None, "exemplar", 1.0), "small MFV keeps its facets"
     assert auto.synthesis("noise", 28) == Synthesis("fourier", ("jitter", "scale", "rotate"), 0.05, "steps")
     assert auto.synthesis("mfv", 224) == Synthesis("fourier", ("jitter", "scale", "rotate"), 0.05, "steps")
     maco = BuildConfig(store="", param="maco", learning_rate=0.02).synthesis("mfv", 28)
     assert (maco.param, maco.transforms, maco.learning_rate) == ("maco", (), 0.02)
     assert BuildConfig(store="", stop="steps").synthesis("mfv", 28).stop == "steps"
     assert BuildConfig(store="", stop="exemplar").synthesis("noise", 28).stop == "steps", "only MFV has exemplars"
-    paper = BuildConfig(store="", param="pixel", transforms=("jitter",), stop="steps")
+    assert BuildConfig(store="", facet_pull=2.0).synthesis("noise", 28).facet_pull == 0, "only MFV has facets"
+    assert BuildConfig(store="", facet_pull=2.0).synthesis("mfv", 224).facet_pull == 2.0
+    assert auto.identity("mfv", "sha", "data", 28)["facet_pull"] == 1.0
+    paper = BuildConfig(store="", param="pixel", transforms=("jitter",), stop="steps", facet_pull=0.0)
     assert "param" not in paper.identity("mfv", "sha", "data", 28), "stores built with the paper's loop resume"
     assert "stop" not in paper.identity("mfv", "sha", "data", 28)
+    assert "facet_pull" not in paper.identity("mfv", "sha", "data", 28)
     assert auto.identity("mfv", "sha", "data", 28)["stop"] == "exemplar"
     assert auto.identity("noise", "sha", "data", 28)["param"] == "fourier"
     assert auto.identity("noise", "sha", "data", 28) == BuildConfig(store="", stop="exemplar").identity(
         "noise", "sha", "data", 28), "a baseline's run id does not depend on MFV's stop"
+    assert "facet_pull" not in auto.identity("mfv", "sha", "data", 224), "224 px runs keep their ids"
 
 
 def test_scale_range_is_chosen_by_input_size_and_a_wider_one_gets_its_own_run_ids():

@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from precompute.engine.synthesis import (center_bias_schedule, crop, hash_keys, measure, mfv_schedule, noise_init,
-                                  render, split_steps, total_variation, tv_denoise)
+import dataclasses
+
+from precompute.engine.synthesis import (center_bias_schedule, crop, facet_directions, hash_keys, measure, mfv_schedule,
+                                         noise_init, render, split_steps, total_variation, tv_denoise)
 
 pytestmark = pytest.mark.numerics   # run again under other CPU kernels (conftest)
 
@@ -58,6 +60,39 @@ def test_render_raises_each_target_activation(demo_spec, fashion_train):
     assert final.shape == init.shape and final.min() >= 0 and final.max() <= 1
     assert (after["act"] > before["act"]).all()
     assert after["top1"].tolist() == [1, 1, 1, 1]
+
+
+def test_facet_directions_point_from_the_neurons_centre_to_each_facet():
+    codes = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    directions, centres = facet_directions(codes)
+    torch.testing.assert_close(centres, torch.ones(3, 2))
+    torch.testing.assert_close(directions[:2], torch.tensor([[1.0, -1.0], [-1.0, 1.0]]) / 2 ** 0.5)
+    assert directions[2].abs().max() < 1e-6, "a facet at the centre has no direction to keep"
+
+
+def test_the_facet_pull_keeps_each_image_on_its_own_facets_side(demo_spec, fashion_train):
+    """Three facets of the Sneaker neuron (its low-, middle- and high-contrast sneakers): with the pull, the
+    images' embedding codes end further along their own facets' directions than without, and still reach
+    their targets."""
+    sneakers = torch.nonzero(fashion_train.labels == 7)[:450, 0]
+    by_contrast = sneakers[fashion_train.pixels(sneakers).std((1, 2, 3)).argsort()]
+    groups = [by_contrast[:15], by_contrast[218:233], by_contrast[-15:]]
+    init = torch.stack([fashion_train.pixels(g).mean(0) for g in groups])
+    with torch.no_grad():
+        code = lambda x: demo_spec.extractor((demo_spec.embedding_node,))(demo_spec.preprocess(x))[demo_spec.embedding_node]  # noqa: E731
+        means = torch.stack([code(fashion_train.pixels(g)).mean(0) for g in groups])
+    directions, centres = facet_directions(means)
+    units, keys = torch.tensor([7, 7, 7]), torch.tensor([1, 2, 3])
+    targets = 1.5 * measure(demo_spec, "fc8", units, init)["act"]
+    schedule = dataclasses.replace(mfv_schedule(28, 60), jitter=0, until_exemplar=True)
+    along = {}
+    for weight in (0.0, 1.0):
+        final = render(demo_spec, "fc8", units, init, dataclasses.replace(schedule, facet_weight=weight), keys,
+                       targets=targets, facet_pull=(directions, centres))
+        assert (measure(demo_spec, "fc8", units, final)["act"] >= targets).all()
+        with torch.no_grad():
+            along[weight] = torch.nn.functional.cosine_similarity(code(final) - centres, directions, dim=1)
+    assert (along[1.0] > along[0.0] - 0.01).all() and along[1.0].mean() > along[0.0].mean() + 0.05, along
 
 
 def test_hidden_conv_units_are_optimized_at_the_centre(demo_spec):

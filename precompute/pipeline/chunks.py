@@ -20,7 +20,7 @@ from ..engine.facets import FacetFinder, diversity_null, facet_diversity
 from ..engine.images import thumbnail, to_png
 from ..engine.models import ModelSpec
 from ..engine.receptive import crop
-from ..engine.synthesis import measure, noise_init, render
+from ..engine.synthesis import facet_directions, measure, noise_init, render
 from .plan import Plan
 from .runtime import Timings, image_key, run_precision
 
@@ -149,10 +149,12 @@ class ChunkBuilder:
             crops = self._crops(layer, chosen, shown)
             self._add_exemplars(exemplars, layer, unit, chosen, found, crops)
             thumbnails += self._new_thumbnails(ids[shown], crops.pixels)
-            for facet, members in enumerate(self.finder.init_members(found)):
+            means = torch.tensor(np.stack([codes[near].mean(0) for near in found.nearest]), dtype=torch.float32)
+            pulls = zip(*facet_directions(means))   # each facet's own direction, for the facet pull
+            for facet, (members, pull) in enumerate(zip(self.finder.init_members(found), pulls)):
                 init = self.inputs.images.pixels(ids[members]).mean(0)
-                jobs.append((unit, facet, len(found.nearest[facet]), init, row["max_activation"]))
-                mean_codes[unit, facet] = codes[found.nearest[facet]].mean(0).tolist()
+                jobs.append((unit, facet, len(found.nearest[facet]), init, row["max_activation"], pull))
+                mean_codes[unit, facet] = means[facet].tolist()
         facets = self._synthesize("mfv", layer, jobs, advance)
         for row in facets:   # what a reverse lookup compares an image's code with
             row["mean_code"] = mean_codes[row["unit"], row["facet"]]
@@ -254,9 +256,11 @@ class ChunkBuilder:
             init = torch.stack([j[3] for j in batch]).to(self.device)
             targets = (torch.tensor([j[4] for j in batch], dtype=torch.float32, device=self.device)
                        if schedule.until_exemplar else None)
+            pull = (tuple(torch.stack(t) for t in zip(*(j[5] for j in batch)))
+                    if method == "mfv" and schedule.facet_weight > 0 else None)
             with self.timings.timed("synthesis"):
                 final = render(self.spec, layer, units, init, schedule, keys, step_done, self.precision,
-                               targets=targets)
+                               targets=targets, facet_pull=pull)
                 before, after = measure(self.spec, layer, units, init), measure(self.spec, layer, units, final)
             for i, (unit, facet, size, *_) in enumerate(batch):
                 rows.append({

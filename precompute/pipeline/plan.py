@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.errors import AtlasError, choose
-from ..core.methods import DATA_FREE, METHODS, PARAMETERIZATIONS, STOPS
+from ..core.methods import DATA_FREE, FACET_PULL, METHODS, PARAMETERIZATIONS, STOPS
 from ..engine.models import ModelSpec, load_model
 from ..core.fields import ReceptiveField
 from ..engine.receptive import receptive_fields
@@ -55,6 +55,7 @@ class Synthesis:
     transforms: tuple[str, ...]
     learning_rate: float | None   # Adam's (None: the pixel loop's own step)
     stop: str                     # "steps" or "exemplar"
+    facet_pull: float = 0.0       # MFV: weight of the reward for keeping the facet's own direction (0: none)
 
 
 EXECUTORS = ("local", "ray")
@@ -81,6 +82,8 @@ class BuildConfig:
     stop: str = "auto"        # MFV: "exemplar" keeps an image once it drives its unit as much as the strongest
                               # exemplar, "steps" runs every step (auto: exemplar below 64 px, with the pixel loop)
     scale_range: float | None = None            # the scale transform's range, 1 +- this (None: by input size)
+    facet_pull: float | None = None             # MFV: the step turning the image's code towards its facet's own
+                                                # direction, as a share of the unit's step (None: by input size)
     seed: int = 0
     batch_size: int | None = None   # images per synthesis batch (default: by input size)
     chunk_units: int = 32     # neurons per committed chunk
@@ -109,6 +112,8 @@ class BuildConfig:
             ident |= {"param": made.param, "transforms": list(made.transforms), "learning_rate": made.learning_rate}
         if made.stop == "exemplar":   # every step keeps its old run ids
             ident["stop"] = "exemplar"
+        if made.facet_pull > 0:   # no pull keeps its old run ids
+            ident["facet_pull"] = made.facet_pull
         if "scale" in made.transforms and self.scale_range not in (None, ROBUST_SCALE):   # Lucid's range keeps its ids
             ident["scale_range"] = self.scale_range
         if self.precision != "fp32":   # what was asked, not what this machine makes of it: the same request
@@ -122,14 +127,18 @@ class BuildConfig:
 
     def synthesis(self, method: str, input_size: int) -> Synthesis:
         """How `method`'s images are made at `input_size`: the build's settings, and where they are
-        left to default, the sweeps' choice (MFV below 64 px: pixels, no transforms, stopped at the exemplar)."""
+        left to default, the sweeps' choice (MFV below 64 px: pixels, no transforms, the facet pull, stopped at
+        the exemplar)."""
         facet_default = method == "mfv" and input_size < FACET_SIZE_LIMIT
         param, transforms = FACET_SYNTHESIS if facet_default else DEFAULT_SYNTHESIS
         param = param if self.param == "auto" else self.param
         transforms = tuple(self.transforms if self.transforms is not None else transforms)
         rate = None if param == "pixel" else (self.learning_rate or LEARNING_RATES[param])
         stop = ("exemplar" if facet_default else "steps") if self.stop == "auto" else self.stop
-        return Synthesis(param, transforms, rate, stop if method == "mfv" else "steps")
+        if method != "mfv":   # only MFV has exemplars to stop at and facets to keep
+            return Synthesis(param, transforms, rate, "steps")
+        pull = (FACET_PULL if facet_default else 0.0) if self.facet_pull is None else self.facet_pull
+        return Synthesis(param, transforms, rate, stop, pull)
 
     def scale_for(self, input_size: int) -> float:
         """The scale transform's range: the build's, or where it is left to default, the sweep's for the size."""
@@ -189,6 +198,8 @@ def validate(config: BuildConfig) -> None:
     choose("stop", config.stop, STOPS)
     for name in config.transforms or ():
         choose("transform", name, TRANSFORMS)
+    if config.facet_pull is not None and not config.facet_pull >= 0:
+        raise AtlasError(f"--facet-pull must be 0 (none) or more, got {config.facet_pull:g}")
     if config.learning_rate is not None and not config.learning_rate > 0:
         raise AtlasError(f"--learning-rate must be positive, got {config.learning_rate}")
     if config.scale_range is not None and not 0 <= config.scale_range < 1:
@@ -258,6 +269,7 @@ def schedule_for(method: str, spec: ModelSpec, config: BuildConfig) -> Schedule:
     made = config.synthesis(method, size)
     return dataclasses.replace(
         schedule, param=made.param, learning_rate=made.learning_rate or 0.0, until_exemplar=made.stop == "exemplar",
+        facet_weight=made.facet_pull,
         jitter=schedule.jitter if "jitter" in made.transforms else 0,
         scale=config.scale_for(size) if "scale" in made.transforms else 0.0,
         rotate=ROBUST_ROTATE if "rotate" in made.transforms else 0.0)
