@@ -132,6 +132,27 @@ def test_batched_tsne_stays_finite_when_a_tiny_set_drifts_far():
         assert all(np.isfinite(y).all() for y in tsne.embed_many(sets))
 
 
+def test_batched_tsne_gradient_stays_exact_in_float32_for_a_set_spread_far():
+    # a few points of a random network fly hundreds of units apart; there the norm-based distances of
+    # `gradient` leave w_ii visibly below 1, and subtracting n from Z (the old way) made Z <= 0, the
+    # gradient wrong by several times its size and one set of alexnet's facets NaN
+    import torch
+
+    from precompute.engine import tsne
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        y = (torch.randn(1, 8, 2, generator=g) * 150 + 400).requires_grad_(True)
+        p = torch.rand(1, 8, 8, generator=g, dtype=torch.float64)
+        p = (p + p.transpose(1, 2)) * (1 - torch.eye(8, dtype=torch.float64))
+        p = p / p.sum()
+        y64 = y.double()
+        w = 1 / (1 + (y64[:, :, None] - y64[:, None, :]).square().sum(3)) * (1 - torch.eye(8, dtype=torch.float64))
+        kl = (p * (p.clamp_min(1e-300) / (w / w.sum()).clamp_min(1e-300)).log()).sum()
+        (expected,) = torch.autograd.grad(kl, y64)
+        error = (tsne.gradient(y.detach(), p.float()).double() - expected).abs().max()
+        assert error <= 1e-3 * expected.abs().max()
+
+
 def test_batched_tsne_embeds_as_faithfully_as_scikit_learn():
     from sklearn.manifold import TSNE, trustworthiness
     from sklearn.metrics import adjusted_rand_score

@@ -88,8 +88,11 @@ def gradient(y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     # a set drifts far from the origin (it can round to 0 for i = j), but is never truly below 1
     w = torch.bmm(torch.cat([1 + sq, -2 * y, ones], 2), torch.cat([ones, y, sq], 2).transpose(1, 2))
     w = w.clamp_min_(1).reciprocal_()
-    # the diagonal (w_ii = 1) is left in: it is subtracted from Z, and its terms (y_i - y_i) add nothing
-    inv_z = 1.0 / (w.sum((1, 2)) - y.shape[1])
+    # w_ii is zeroed, not left at its ideal 1 and subtracted from Z: once a set has spread to |y| ~ 400
+    # (a few points of a random network), the cancellation above leaves w_ii up to 2% below 1, which is
+    # more than all the off-diagonal w together: Z came out zero or negative and the embedding NaN
+    w.diagonal(dim1=1, dim2=2).zero_()
+    inv_z = 1.0 / w.sum((1, 2)).clamp_min(1e-30)
     y1 = torch.cat([y, ones], 2)
     attract = torch.bmm(p * w, y1)
     repel = torch.bmm(w.square_(), y1)
