@@ -104,8 +104,8 @@ def _add_algorithm_options(a, d) -> None:
     a.add_argument("--facet-pull", type=float, default=None, metavar="W",
                    help="MFV: every step also turns each image's code, in the model's embedding, towards its own "
                         "facet's direction (never against the unit), a step W times the unit's in size: it draws out "
-                        "what tells the facet from the neuron's others (0: none; default: %g below 64 px, where the "
-                        "sweep chose it, 0 otherwise)" % FACET_PULL)
+                        "what tells the facet from the neuron's others (0: none; default %g, the sweeps' choice at "
+                        "28 and 224 px)" % FACET_PULL)
     a.add_argument("--learning-rate", type=float, default=None, metavar="LR",
                    help="Adam's learning rate for fourier and maco (default: theirs)")
     a.add_argument("--scale-range", type=float, default=None, metavar="F",

@@ -41,7 +41,8 @@ LEARNING_RATES = {"fourier": 0.05, "maco": 0.05}   # Adam's, per parameterizatio
 # jitter and keeps each image once it drives its unit as much as the neuron's strongest exemplar: retention
 # 1.00 in pixels and in a second network's features, facet score 0.76, gain 1.01. Jitter guards a long
 # optimization against pixel-level adversarial patterns; stopped at the exemplar the images move little,
-# and jitter cost 2 points of facet score and a quarter of the retention in features.
+# and jitter cost 2 points of facet score and a quarter of the retention in features. At every size MFV also
+# takes the facet pull (core.methods.FACET_PULL), which closed the rest of the gap to the real exemplars.
 DEFAULT_SYNTHESIS = ("fourier", ("jitter", "scale", "rotate"))
 PAPER_SYNTHESIS = ("pixel", ("jitter",))   # the released code's loop
 FACET_SYNTHESIS = ("pixel", ())            # MFV's default below FACET_SIZE_LIMIT px, stopped at the exemplar
@@ -83,7 +84,7 @@ class BuildConfig:
                               # exemplar, "steps" runs every step (auto: exemplar below 64 px, with the pixel loop)
     scale_range: float | None = None            # the scale transform's range, 1 +- this (None: by input size)
     facet_pull: float | None = None             # MFV: the step turning the image's code towards its facet's own
-                                                # direction, as a share of the unit's step (None: by input size)
+                                                # direction, as a share of the unit's step (None: FACET_PULL)
     seed: int = 0
     batch_size: int | None = None   # images per synthesis batch (default: by input size)
     chunk_units: int = 32     # neurons per committed chunk
@@ -127,8 +128,8 @@ class BuildConfig:
 
     def synthesis(self, method: str, input_size: int) -> Synthesis:
         """How `method`'s images are made at `input_size`: the build's settings, and where they are
-        left to default, the sweeps' choice (MFV below 64 px: pixels, no transforms, the facet pull, stopped at
-        the exemplar)."""
+        left to default, the sweeps' choice (MFV: the facet pull; below 64 px also pixels, no transforms,
+        stopped at the exemplar)."""
         facet_default = method == "mfv" and input_size < FACET_SIZE_LIMIT
         param, transforms = FACET_SYNTHESIS if facet_default else DEFAULT_SYNTHESIS
         param = param if self.param == "auto" else self.param
@@ -137,7 +138,7 @@ class BuildConfig:
         stop = ("exemplar" if facet_default else "steps") if self.stop == "auto" else self.stop
         if method != "mfv":   # only MFV has exemplars to stop at and facets to keep
             return Synthesis(param, transforms, rate, "steps")
-        pull = (FACET_PULL if facet_default else 0.0) if self.facet_pull is None else self.facet_pull
+        pull = FACET_PULL if self.facet_pull is None else self.facet_pull
         return Synthesis(param, transforms, rate, stop, pull)
 
     def scale_for(self, input_size: int) -> float:
