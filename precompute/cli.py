@@ -96,7 +96,7 @@ def _add_algorithm_options(a, d) -> None:
                    help="transformation robustness, comma-separated of jitter, scale, rotate, or none (default: none for "
                         "MFV below 64 px, stopped at the exemplar as it is; all three otherwise, as the sweep chose; "
                         "the paper's loop: --param pixel --transforms jitter --stop steps --facet-pull 0)")
-    from .core.methods import FACET_PULL, STOPS
+    from .core.methods import FACET_PULL, SEED_PENALTY, STOPS
     a.add_argument("--stop", default=d.stop, choices=STOPS,
                    help="MFV: exemplar keeps each image once it drives its unit as much as the neuron's strongest "
                         "exemplar (past that, facets turn into one class stamp; benchmarks/sweep_facets.py); "
@@ -106,6 +106,10 @@ def _add_algorithm_options(a, d) -> None:
                         "facet's direction (never against the unit), a step W times the unit's in size: it draws out "
                         "what tells the facet from the neuron's others (0: none; default %g, the sweeps' choice at "
                         "28 and 224 px)" % FACET_PULL)
+    a.add_argument("--seed-penalty", type=float, default=None, metavar="W",
+                   help="MFV: penalize each image's mean squared pixel change from its init by W (feature "
+                        "accentuation's seed regularizer): it keeps the init's layout (0: none; default %g at 64 px and "
+                        "more, where the sweep chose it, 0 below, where the stop at the exemplar does)" % SEED_PENALTY)
     a.add_argument("--learning-rate", type=float, default=None, metavar="LR",
                    help="Adam's learning rate for fourier and maco (default: theirs)")
     a.add_argument("--scale-range", type=float, default=None, metavar="F",
@@ -267,7 +271,7 @@ def _config(args, out: str, methods_default):
         layers=getattr(args, "layers", None), units=getattr(args, "units", None),
         methods=args.methods or methods_default, top_n=args.top_n, k=args.k, m=args.m,
         min_facet_size=args.min_facet_size, steps=args.steps, param=args.param, transforms=args.transforms, stop=args.stop,
-        facet_pull=args.facet_pull,
+        facet_pull=args.facet_pull, seed_penalty=args.seed_penalty,
         learning_rate=args.learning_rate, scale_range=args.scale_range,
         seed=args.seed, batch_size=args.batch_size, chunk_units=args.chunk_units, device=args.device,
         thumbs_per_facet=args.thumbs_per_facet, pca_codes=args.pca_codes, max_images=args.max_images,

@@ -50,7 +50,7 @@ def test_synthesis_defaults_per_method_and_size_and_the_papers_loop_keeping_its_
     auto = BuildConfig(store="")
     assert auto.synthesis("mfv", 28) == Synthesis("pixel", (), None, "exemplar", 1.0), "small MFV keeps its facets"
     assert auto.synthesis("noise", 28) == Synthesis("fourier", ("jitter", "scale", "rotate"), 0.05, "steps")
-    assert auto.synthesis("mfv", 224) == Synthesis("fourier", ("jitter", "scale", "rotate"), 0.05, "steps", 1.0)
+    assert auto.synthesis("mfv", 224) == Synthesis("fourier", ("jitter", "scale", "rotate"), 0.05, "steps", 1.0, 100.0)
     maco = BuildConfig(store="", param="maco", learning_rate=0.02).synthesis("mfv", 28)
     assert (maco.param, maco.transforms, maco.learning_rate) == ("maco", (), 0.02)
     assert BuildConfig(store="", stop="steps").synthesis("mfv", 28).stop == "steps"
@@ -67,7 +67,11 @@ def test_synthesis_defaults_per_method_and_size_and_the_papers_loop_keeping_its_
     assert auto.identity("noise", "sha", "data", 28) == BuildConfig(store="", stop="exemplar").identity(
         "noise", "sha", "data", 28), "a baseline's run id does not depend on MFV's stop"
     assert auto.identity("mfv", "sha", "data", 224)["facet_pull"] == 1.0, "a pulled 224 px run is a new run"
-    assert "facet_pull" not in BuildConfig(store="", facet_pull=0.0).identity("mfv", "sha", "data", 224)
+    assert auto.identity("mfv", "sha", "data", 224)["seed_penalty"] == 100.0
+    assert "seed_penalty" not in auto.identity("mfv", "sha", "data", 28)
+    assert BuildConfig(store="", seed_penalty=5.0).synthesis("noise", 224).seed_penalty == 0, "only MFV has a seed"
+    old = BuildConfig(store="", facet_pull=0.0, seed_penalty=0.0).identity("mfv", "sha", "data", 224)
+    assert "facet_pull" not in old and "seed_penalty" not in old, "224 px runs without them keep their ids"
 
 
 def test_scale_range_is_chosen_by_input_size_and_a_wider_one_gets_its_own_run_ids():

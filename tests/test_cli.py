@@ -25,6 +25,8 @@ def run(*args, timeout=120):
     (("build", "--out", "{tmp}", "--precision", "fp8"), "unknown precision 'fp8'; valid precisions: fp32, bf16, auto"),
     (("build", "--out", "{tmp}", "--device", "tpu"), "unknown device 'tpu'"),
     (("build", "--out", "{tmp}", "--scale-range", "1.5"), "--scale-range must be in [0, 1) (a random scale of 1 +- it), got 1.5"),
+    (("build", "--out", "{tmp}", "--facet-pull", "-1"), "--facet-pull must be 0 (none) or more, got -1"),
+    (("build", "--out", "{tmp}", "--seed-penalty", "-3"), "--seed-penalty must be 0 (none) or more, got -3"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     garbage = tmp_path / "garbage.pt"

@@ -16,3 +16,8 @@ STOPS = ("auto", "steps", "exemplar")                # when an MFV image stops (
 # EfficientNet-Lite0's from 0.50 (chance) to 0.75 (0.73), its retention in Lite2's features from 0.58 to 0.67, with
 # top-1 under the second network 95% and 83% (benchmarks/sweep_facets.py, docs/synthesis.md).
 FACET_PULL = 1.0
+# MFV's default seed penalty at 64 px and above (feature accentuation's regularizer: mean squared pixel change from
+# the init, Synthesis.seed_penalty): with the pull alone EfficientNet-Lite0's facet images kept their inits' layout
+# in pixels for 0.58-0.83 of the facets (the build / the sweep); with this penalty for 1.00, retention in Lite2's
+# features 0.67 either way, top-1 under Lite2 88% (83%). Below 64 px the stop at the exemplar keeps the layout.
+SEED_PENALTY = 100.0

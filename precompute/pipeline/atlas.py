@@ -232,7 +232,7 @@ def build_atlas(config: BuildConfig, progress: Progress | None = None) -> BuildS
 # settings a rerun takes from the run it is compared with, unless it overrides them
 INHERITED = ("model", "weights", "data", "top_n", "m", "min_facet_size", "thumbs_per_facet", "pca_codes", "max_images",
              "input_size", "mean", "std", "precision", "param", "transforms", "learning_rate", "scale_range", "stop",
-             "facet_pull")
+             "facet_pull", "seed_penalty")
 
 
 def rerun_neuron(store: str | Path, layer: str, unit: int, method: str = "mfv", k: int = 10,

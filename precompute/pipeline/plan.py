@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.errors import AtlasError, choose
-from ..core.methods import DATA_FREE, FACET_PULL, METHODS, PARAMETERIZATIONS, STOPS
+from ..core.methods import DATA_FREE, FACET_PULL, METHODS, PARAMETERIZATIONS, SEED_PENALTY, STOPS
 from ..engine.models import ModelSpec, load_model
 from ..core.fields import ReceptiveField
 from ..engine.receptive import receptive_fields
@@ -57,6 +57,7 @@ class Synthesis:
     learning_rate: float | None   # Adam's (None: the pixel loop's own step)
     stop: str                     # "steps" or "exemplar"
     facet_pull: float = 0.0       # MFV: weight of the reward for keeping the facet's own direction (0: none)
+    seed_penalty: float = 0.0     # MFV: weight of the penalty on the mean squared pixel change from the init
 
 
 EXECUTORS = ("local", "ray")
@@ -85,6 +86,7 @@ class BuildConfig:
     scale_range: float | None = None            # the scale transform's range, 1 +- this (None: by input size)
     facet_pull: float | None = None             # MFV: the step turning the image's code towards its facet's own
                                                 # direction, as a share of the unit's step (None: FACET_PULL)
+    seed_penalty: float | None = None           # MFV: the penalty holding the pixels near the init (None: by size)
     seed: int = 0
     batch_size: int | None = None   # images per synthesis batch (default: by input size)
     chunk_units: int = 32     # neurons per committed chunk
@@ -115,6 +117,8 @@ class BuildConfig:
             ident["stop"] = "exemplar"
         if made.facet_pull > 0:   # no pull keeps its old run ids
             ident["facet_pull"] = made.facet_pull
+        if made.seed_penalty > 0:
+            ident["seed_penalty"] = made.seed_penalty
         if "scale" in made.transforms and self.scale_range not in (None, ROBUST_SCALE):   # Lucid's range keeps its ids
             ident["scale_range"] = self.scale_range
         if self.precision != "fp32":   # what was asked, not what this machine makes of it: the same request
@@ -128,8 +132,8 @@ class BuildConfig:
 
     def synthesis(self, method: str, input_size: int) -> Synthesis:
         """How `method`'s images are made at `input_size`: the build's settings, and where they are
-        left to default, the sweeps' choice (MFV: the facet pull; below 64 px also pixels, no transforms,
-        stopped at the exemplar)."""
+        left to default, the sweeps' choice (MFV: the facet pull; below 64 px pixels, no transforms, stopped
+        at the exemplar; at 64 px and more the seed penalty)."""
         facet_default = method == "mfv" and input_size < FACET_SIZE_LIMIT
         param, transforms = FACET_SYNTHESIS if facet_default else DEFAULT_SYNTHESIS
         param = param if self.param == "auto" else self.param
@@ -139,7 +143,8 @@ class BuildConfig:
         if method != "mfv":   # only MFV has exemplars to stop at and facets to keep
             return Synthesis(param, transforms, rate, "steps")
         pull = FACET_PULL if self.facet_pull is None else self.facet_pull
-        return Synthesis(param, transforms, rate, stop, pull)
+        seed = (0.0 if facet_default else SEED_PENALTY) if self.seed_penalty is None else self.seed_penalty
+        return Synthesis(param, transforms, rate, stop, pull, seed)
 
     def scale_for(self, input_size: int) -> float:
         """The scale transform's range: the build's, or where it is left to default, the sweep's for the size."""
@@ -201,6 +206,8 @@ def validate(config: BuildConfig) -> None:
         choose("transform", name, TRANSFORMS)
     if config.facet_pull is not None and not config.facet_pull >= 0:
         raise AtlasError(f"--facet-pull must be 0 (none) or more, got {config.facet_pull:g}")
+    if config.seed_penalty is not None and not config.seed_penalty >= 0:
+        raise AtlasError(f"--seed-penalty must be 0 (none) or more, got {config.seed_penalty:g}")
     if config.learning_rate is not None and not config.learning_rate > 0:
         raise AtlasError(f"--learning-rate must be positive, got {config.learning_rate}")
     if config.scale_range is not None and not 0 <= config.scale_range < 1:
@@ -270,7 +277,7 @@ def schedule_for(method: str, spec: ModelSpec, config: BuildConfig) -> Schedule:
     made = config.synthesis(method, size)
     return dataclasses.replace(
         schedule, param=made.param, learning_rate=made.learning_rate or 0.0, until_exemplar=made.stop == "exemplar",
-        facet_weight=made.facet_pull,
+        facet_weight=made.facet_pull, seed_weight=made.seed_penalty,
         jitter=schedule.jitter if "jitter" in made.transforms else 0,
         scale=config.scale_for(size) if "scale" in made.transforms else 0.0,
         rotate=ROBUST_ROTATE if "rotate" in made.transforms else 0.0)
