@@ -14,7 +14,7 @@ from dashboard import data
 from dashboard.config import store_dir
 from dashboard.images import crop, outline, upscale
 from dashboard.sql import QueryRejected
-from precompute.core.fields import ReceptiveField, center
+from precompute.core.fields import ReceptiveField, layer_field
 
 VIEWS = Path(__file__).resolve().parent / "views"
 PAGE_FILES = {name: VIEWS / f"{name}.py" for name in ("atlas", "neuron", "sql_console", "layers", "rerun", "lookup")}
@@ -113,13 +113,7 @@ def field_of(layers: pd.DataFrame, layer: str) -> tuple[ReceptiveField | None, t
     """A layer's receptive field (None: fc, the whole image, or a store without fields) and its central
     output position, where conv facets are optimized."""
     row = layers.set_index("layer").loc[layer]
-    field = ReceptiveField.from_row(_ints(row["rf_size"]), _ints(row["rf_stride"]), _ints(row["rf_offset"]),
-                                    row["rf_method"])
-    return field, center(tuple(int(n) for n in str(row["shape"]).split("x"))) if field else None
-
-
-def _ints(value):
-    return None if value is None or (isinstance(value, float) and pd.isna(value)) else [int(v) for v in value]
+    return layer_field(row["rf_size"], row["rf_stride"], row["rf_offset"], row["rf_method"], row["shape"])
 
 
 @dataclass

@@ -46,3 +46,15 @@ class ReceptiveField:
 def center(shape: tuple[int, ...]) -> tuple[int, int]:
     """The central output position of a C x H x W layer: where conv units are optimized."""
     return shape[1] // 2, shape[2] // 2
+
+
+def layer_field(rf_size, rf_stride, rf_offset, rf_method, shape: str) -> tuple[ReceptiveField | None, tuple[int, int] | None]:
+    """A layers row's receptive field (None: fc, the whole image, or a store without fields) and its central
+    output position, where conv facets are optimized (`shape`: the row's 'CxHxW')."""
+    field = ReceptiveField.from_row(_ints(rf_size), _ints(rf_stride), _ints(rf_offset), rf_method)
+    return field, center(tuple(int(n) for n in str(shape).split("x"))) if field else None
+
+
+def _ints(value) -> list[int] | None:
+    """A stored [rows, columns] pair as ints; None for NULL (pandas reads it as None or NaN)."""
+    return None if value is None or (isinstance(value, float) and value != value) else [int(v) for v in value]

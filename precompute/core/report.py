@@ -124,15 +124,21 @@ def diversity_chart(medians: pd.DataFrame) -> alt.Chart:
             .properties(width=380, height=220, title="Diversity per layer"))
 
 
-def diversity_boxes(rows: pd.DataFrame, layers: list[str]) -> alt.Chart:
-    """Per layer, the distribution over neurons of each diversity measure, one box per method (log
-    scale clamped to 0.01..100: beyond it a ratio says only "nearly identical" or "exemplars nearly alike")."""
+def diversity_per_neuron(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each neuron's diversity measures (facet diversity of MFV's clusters, image diversity of MFV's and the
+    diversity baseline's images), one row per neuron and measure; only values above 0 (a log scale shows them)."""
     series = {("mfv", "facet_diversity"): "facet diversity (MFV clusters)",
               ("mfv", "image_diversity"): "image diversity, MFV",
               ("diversity", "image_diversity"): "image diversity, diversity (Lucid)"}
     keys = pd.Series(list(zip(rows["method"], rows["metric"])), index=rows.index)
-    mine = rows[keys.isin(list(series)) & rows["unit"].notna() & (rows["value"] > 0)]   # > 0: log scale
-    long = mine.assign(measure=[series[(m, k)] for m, k in zip(mine["method"], mine["metric"])])
+    mine = rows[keys.isin(list(series)) & rows["unit"].notna() & (rows["value"] > 0)]
+    return mine.assign(measure=[series[(m, k)] for m, k in zip(mine["method"], mine["metric"])])
+
+
+def diversity_boxes(rows: pd.DataFrame, layers: list[str]) -> alt.Chart:
+    """Per layer, the distribution over neurons of each diversity measure, one box per method (log
+    scale clamped to 0.01..100: beyond it a ratio says only "nearly identical" or "exemplars nearly alike")."""
+    long = diversity_per_neuron(rows)
     return (alt.Chart(long).mark_boxplot(extent="min-max", size=12)
             .encode(x=alt.X("layer:N", sort=layers, title="layer (input → output)"), xOffset="measure:N",
                     # log: a neuron whose few exemplars are nearly alike has a ratio in the tens
