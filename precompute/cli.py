@@ -1,4 +1,4 @@
-"""Command line: `python -m precompute {demo,build,layers,evaluate,lookup}`.
+"""Command line: `python -m precompute {demo,build,layers,evaluate,lookup,export}`.
 
 User mistakes (AtlasError) print one line and exit with code 2; bugs keep their traceback.
 """
@@ -20,6 +20,7 @@ EPILOG = """examples:
   python -m precompute build --model demo --layers fc8 --units 0,3 --method mfv,noise --store /tmp/a
   python -m precompute build --model demo --store /shared/atlas --executor ray --ray-address auto   # on a Ray cluster
   python -m precompute evaluate --store data/demo  # measure the paper's claims into the evaluations table
+  python -m precompute export --store data/demo --out site/   # a static site: any web host serves it
 
 query the result with any DuckDB client:
   duckdb data/demo/atlas.duckdb "SELECT layer, unit, label, facet_diversity FROM neurons
@@ -157,7 +158,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Facet Atlas precompute: Multifaceted Feature Visualization (Nguyen, Yosinski & "
                     "Clune, 2016) for every neuron of a classifier, written to a Parquet + DuckDB store.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,build,layers,evaluate,lookup}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,build,layers,evaluate,lookup,export}")
     demo = sub.add_parser("demo", help="train the demo CNN if needed and build the full demo atlas",
                           description="Train the demo Fashion-MNIST CNN (if data/models has no weights) and "
                                       f"build the atlas of every neuron of every layer into {DEMO_OUT}.")
@@ -176,6 +177,7 @@ def make_parser() -> argparse.ArgumentParser:
     layers.add_argument("--weights", help="weights file (default: the model's shipped or random weights)")
     _add_evaluate_parser(sub)
     _add_lookup_parser(sub)
+    _add_export_parser(sub)
     return parser
 
 
@@ -262,6 +264,43 @@ def _add_lookup_parser(sub) -> None:
                              "exemplar's own neuron is among its layer's --top units and its stored facet the nearest")
     lookup.add_argument("--seed", type=int, default=0, help="sampling seed of --exemplars (default 0)")
     lookup.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+
+
+EXPORT_EPILOG = """the site: index.html and its pages (#/atlas, #/neuron?layer=fc8&unit=3, #/layers, #/sql?q=...),
+data/ (JSON, Arrow tables for SQL), img/ (every picture once, named by its content) and vendor/ (DuckDB-WASM).
+Nothing runs on the server: any static file host serves it, and visitors' browsers run their SQL.
+
+examples:
+  npm ci --prefix precompute/export/web      # once: the pinned DuckDB-WASM for the SQL page
+  python -m precompute export --store data/demo --out site/
+  python -m http.server --directory site 8000   # look at it: http://localhost:8000/
+  python -m precompute export --store data/my-atlas --out site/ --no-sql   # no SQL page, no npm needed
+
+docs/publishing.md: GitHub Pages, S3, a folder on a web server.
+"""
+
+
+def _add_export_parser(sub) -> None:
+    export = sub.add_parser(
+        "export", help="write a store as a static site (SQL in the browser): any web host serves it",
+        description="Write a self-contained static site of a store: the Atlas, Neuron, Layers and SQL pages, every "
+                    "view a link, images as files, and the store's tables for SQL that runs in the visitor's browser "
+                    "(DuckDB-WASM). An existing --out is replaced only if it is an earlier export.",
+        epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.add_argument("--store", required=True, metavar="DIR", help="store folder to export (e.g. data/demo); only read")
+    export.add_argument("--out", required=True, metavar="SITE", help="folder to write the site into: new, empty or an "
+                                                                      "earlier export (which it replaces)")
+    export.add_argument("--no-sql", dest="sql", action="store_false",
+                        help="leave out the SQL page and its tables (a smaller site; needs no npm)")
+
+
+def cmd_export(args, progress) -> str:
+    from .export.site import export_site, summary_lines
+    summary = export_site(args.store, args.out, sql=args.sql, progress=progress)
+    progress.close()
+    lines = summary_lines(summary)
+    print(lines[0])
+    return lines[1]
 
 
 def _config(args, out: str, methods_default):
@@ -371,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         hint = {"demo": cmd_demo, "build": cmd_build, "layers": cmd_layers, "evaluate": cmd_evaluate,
-                "lookup": cmd_lookup}[args.command](args, progress)
+                "lookup": cmd_lookup, "export": cmd_export}[args.command](args, progress)
     except AtlasError as exc:
         progress.close()
         print(f"error: {exc}", file=sys.stderr)
