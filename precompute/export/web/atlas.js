@@ -66,16 +66,16 @@ const range = (value, onchange) => el("input", { type: "number", min: 0, max: 1,
 
 async function update(results, site, run, state, isCurrent) {
   const [lo, hi] = [state.dmin, state.dmax].sort((a, b) => a - b);
-  keepState("atlas", { run: runParam(site, run), layer: state.layer, q: state.q, sort: state.sort === DEFAULT_SORT ? null : state.sort,
-    dmin: lo === 0 ? null : lo, dmax: hi === 1 ? null : hi, all: state.all ? null : "0", page: state.page === 1 ? null : state.page });
   const layer = run.layers.find((l) => l.layer === state.layer);
   const { cards, total } = await matching(site, layer, state, lo, hi);
   if (!isCurrent()) return;
+  keepState("atlas", { run: runParam(site, run), layer: state.layer, q: state.q, sort: state.sort === DEFAULT_SORT ? null : state.sort,
+    dmin: lo === 0 ? null : lo, dmax: hi === 1 ? null : hi, all: state.all ? null : "0", page: state.page === 1 ? null : state.page });
   const pages = Math.max(1, Math.ceil(total / PAGE));
   const pager = el("div", { class: "pager" },
     el("span", {}, el("strong", { text: String(total) }), ` of ${layer.n_units} neurons in ${layer.layer} match`),
     el("button", { type: "button", disabled: state.page <= 1, onclick: () => { state.page -= 1; update(results, site, run, state, isCurrent); } }, "‹ previous"),
-    el("span", { text: ` page ${Math.min(state.page, pages)} of ${pages} ` }),
+    el("span", { text: ` page ${state.page} of ${pages} ` }),
     el("button", { type: "button", disabled: state.page >= pages, onclick: () => { state.page += 1; update(results, site, run, state, isCurrent); } }, "next ›"));
   results.replaceChildren(pager, cards.length
     ? el("div", { class: "cards" }, cards.map((card) => cardOf(site, run, layer, card)))
@@ -85,8 +85,9 @@ async function update(results, site, run, state, isCurrent) {
 /** The cards of the page asked for, and how many neurons match. */
 async function matching(site, layer, state, lo, hi) {
   const columns = site.index_columns;
-  const start = (state.page - 1) * PAGE;
   if (isDefault(state)) {   // the index files are in this order: fetch only those the page falls in
+    state.page = Math.min(state.page, Math.max(1, Math.ceil(layer.neurons / PAGE)));
+    const start = (state.page - 1) * PAGE;
     const first = Math.floor(start / site.page_size);
     const last = Math.floor((start + PAGE - 1) / site.page_size);
     const files = layer.index.slice(first, last + 1);
@@ -101,7 +102,8 @@ async function matching(site, layer, state, lo, hi) {
     (n.facet_diversity === null ? state.all : n.facet_diversity >= lo && n.facet_diversity <= hi));
   const [key, direction] = SORTS[state.sort];
   found.sort((a, b) => compare(a[key], b[key], direction) || a.unit - b.unit);
-  return { cards: found.slice(start, start + PAGE), total: found.length };
+  state.page = Math.min(state.page, Math.max(1, Math.ceil(found.length / PAGE)));
+  return { cards: found.slice((state.page - 1) * PAGE, state.page * PAGE), total: found.length };
 }
 
 const named = (columns, row) => Object.fromEntries(columns.map((column, i) => [column, row[i]]));
