@@ -17,10 +17,7 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from precompute.core.store import SCHEMAS, Store, ensure_database  # noqa: E402
+from precompute.export.serving import StaticFiles, serve  # noqa: E402
 from precompute.export.site import export_site  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -95,22 +93,13 @@ def _png(rng) -> bytes:
     return out.getvalue()
 
 
-class Counting(SimpleHTTPRequestHandler):
-    """A plain static file server that counts what it serves (the page's requests and its DuckDB worker's alike)."""
+class Counting(StaticFiles):
+    """The static file server's handler, counting what it serves (the page's requests and its DuckDB worker's alike)."""
     served: list[tuple[str, int]] = []
 
     def copyfile(self, source, outputfile):
         Counting.served.append((self.path, os.fstat(source.fileno()).st_size))
         super().copyfile(source, outputfile)
-
-    def log_message(self, *args):
-        pass
-
-
-def serve(site: Path) -> tuple[ThreadingHTTPServer, str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Counting, directory=str(site)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
 def measure(browser, url: str, ready: str) -> dict:
@@ -174,12 +163,12 @@ def main() -> None:
         last = f"layer{args.layers - 1:03d}"
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-            server, base = serve(demo_site)
+            server, base = serve(demo_site, Counting)
             print("demo pages (median of fresh loads):")
             report(browser, base, DEMO_PAGES + [("SQL (one example; DuckDB-WASM)", "#/sql?q=" + "SELECT%20count(*)%20FROM%20neurons",
                                                  "table.rows")], args.repeat)
             server.shutdown()
-            server, base = serve(big_site)
+            server, base = serve(big_site, Counting)
             print(f"synthetic pages ({args.layers * args.units:,} neurons):")
             report(browser, base, [(f"Atlas ({last})", "#/atlas", "article.card img.tile"),
                                    (f"Atlas ({last}, page 30)", "#/atlas?page=30", "article.card img.tile"),

@@ -1,6 +1,7 @@
 """Shared fixtures: the committed demo weights and one small real build reused by many tests."""
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,6 +11,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from precompute.engine.models import DEMO_WEIGHTS  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"   # Debian's: the browser tests drive it with Playwright
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's), one per test module; the browser tests skip where it is not installed."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "numerics: checks numbers torch computes; the README's test command runs "

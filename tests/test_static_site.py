@@ -5,16 +5,13 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import urllib.parse
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import ROOT, query
+from conftest import CHROMIUM, ROOT, query
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DEMO = ROOT / "data" / "demo"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
 DIVERSE = """SELECT n.layer, n.unit, n.label, n.facet_diversity, n.diversity_null
@@ -25,18 +22,19 @@ ORDER BY n.facet_diversity DESC, n.layer, n.unit"""
 
 def install_duckdb_wasm() -> None:
     """The pinned DuckDB-WASM (the README's test command installs it; this does when it was skipped)."""
+    from precompute.core.errors import AtlasError
     from precompute.export import vendor
     try:
         vendor.check_duckdb()
         return
-    except Exception:
+    except AtlasError:
         pass
     npm = shutil.which("npm")
     if npm is None:
-        pytest.skip(f"DuckDB-WASM is not installed and there is no npm to install it ({vendor.NPM_CI})")
+        pytest.skip(f"DuckDB-WASM is not installed and there is no npm to install it ({vendor.npm_ci()})")
     done = subprocess.run([npm, "ci", "--prefix", str(vendor.WEB)], capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
-        pytest.skip(f"{vendor.NPM_CI} failed (no network?): {done.stderr.strip()[-300:]}")
+        pytest.skip(f"{vendor.npm_ci()} failed (no network?): {done.stderr.strip()[-300:]}")
 
 
 @pytest.fixture(scope="module")
@@ -46,31 +44,14 @@ def site(tmp_path_factory):
     return export_site(DEMO, tmp_path_factory.mktemp("static") / "site").site
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def url(site):
     """A plain static file server: what any web host does, nothing more."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(site)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    from precompute.export.serving import serve
+    server, address = serve(site)
+    yield address
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -239,9 +220,15 @@ def fc8_store(folder):
     return folder
 
 
-def test_export_refuses_what_it_must_not_replace_and_replaces_an_earlier_export(tmp_path, capsys):
+def test_export_refuses_what_it_must_not_replace_and_replaces_an_earlier_export(tmp_path, capsys, monkeypatch):
     from precompute.cli import main
+    from precompute.export import vendor
     store = fc8_store(tmp_path / "store")
+    monkeypatch.setitem(vendor.DUCKDB_FILES, "duckdb-eh.wasm", tmp_path / "not-installed.wasm")
+    assert main(["export", "--store", str(store), "--out", str(tmp_path / "site")]) == 2
+    assert capsys.readouterr().err.startswith("error: the SQL page needs DuckDB-WASM, which is not installed "
+                                              "(duckdb-eh.wasm is missing): run npm ci --prefix ")
+    monkeypatch.undo()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("my own file")
     site = str(tmp_path / "site")

@@ -72,7 +72,7 @@ def test_pip_install_gives_the_facet_atlas_command(tmp_path):
     for name in ("pyproject.toml", "README.md", "requirements.txt"):
         shutil.copy(ROOT / name, source / name)
     for name in ("precompute", "dashboard"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=True)   # torch & co. from this machine
     python, command = env_dir / "bin" / "python", env_dir / "bin" / "facet-atlas"
@@ -83,6 +83,10 @@ def test_pip_install_gives_the_facet_atlas_command(tmp_path):
     where = subprocess.run([python, "-c", "import precompute; print(precompute.__file__)"], cwd=tmp_path,
                            capture_output=True, text=True, check=True).stdout
     assert str(env_dir) in where                                        # the installed copy, not the checkout
+    pages = subprocess.run([python, "-c", "from precompute.export import vendor; "
+                            "print(all((vendor.WEB / name).is_file() for name in vendor.PAGES))"],
+                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert pages.strip() == "True"                                      # export's pages come with the package
     usage = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 0 and usage.stdout.startswith("usage: facet-atlas")
     layers = subprocess.run([command, "layers"], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -13,6 +13,7 @@ deleted.
     SITE/data/sql/<table>-<n>.arrow          the SQL page's tables; data/sql/tables.json lists them
     SITE/img/ab/<hash>.png      every picture, once
     SITE/vendor/duckdb/         DuckDB-WASM (not with --no-sql)
+    SITE/facet-atlas-site.json  marks the folder as an export;  SITE/.nojekyll  for GitHub Pages
 """
 from __future__ import annotations
 
@@ -101,6 +102,7 @@ def _write_site(reader: StoreReader, files: SiteFiles, sql: bool, progress) -> i
         raise AtlasError(f"the store at {reader.root} has no MFV run to show; build one with "
                          "python -m precompute build --method mfv")
     vendor.copy_pages(files.root)
+    files.write_bytes(".nojekyll", b"")   # GitHub Pages: serve the files as they are (Jekyll drops _folders)
     plans = [(run, reader.layers(run["run_id"])) for run in runs.to_dict("records")]
     total = sum(reader.neuron_count(run["run_id"]) for run, _ in plans)
     done = [0]

@@ -16,7 +16,14 @@ from ..core.errors import AtlasError
 WEB = Path(__file__).resolve().parent / "web"
 PAGES = ("index.html", "style.css", "favicon.svg", "app.js", "common.js", "charts.js", "atlas.js", "neuron.js",
          "layers.js", "sql.js")
-NPM_CI = "npm ci --prefix precompute/export/web"
+def npm_ci() -> str:
+    """The command that installs the pinned DuckDB-WASM, naming web/ from here where it can (in a checkout:
+    npm ci --prefix precompute/export/web)."""
+    try:
+        return f"npm ci --prefix {WEB.relative_to(Path.cwd())}"
+    except ValueError:    # an installed package, or run from elsewhere
+        return f"npm ci --prefix {WEB}"
+
 VENDOR = "vendor/duckdb"          # where the site keeps DuckDB-WASM
 _MODULES = WEB / "node_modules"
 _DUCKDB = _MODULES / "@duckdb" / "duckdb-wasm"
@@ -38,10 +45,10 @@ def check_duckdb() -> str:
     missing = [name for name, path in DUCKDB_FILES.items() if not path.is_file()]
     if missing:
         raise AtlasError(f"the SQL page needs DuckDB-WASM, which is not installed ({missing[0]} is missing): "
-                         f"run {NPM_CI}, or export without SQL (--no-sql)")
+                         f"run {npm_ci()}, or export without SQL (--no-sql)")
     installed = json.loads((_DUCKDB / "package.json").read_text())["version"]
     if installed != pinned_version():
-        raise AtlasError(f"DuckDB-WASM {installed} is installed but {pinned_version()} is pinned: run {NPM_CI}")
+        raise AtlasError(f"DuckDB-WASM {installed} is installed but {pinned_version()} is pinned: run {npm_ci()}")
     return installed
 
 
