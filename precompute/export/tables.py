@@ -3,7 +3,8 @@
 Not Parquet: DuckDB-WASM reads Parquet through its parquet extension, which it would fetch from a CDN when a
 page first needs it, and an exported site must work offline. Arrow IPC it reads with what it has built in.
 Each table is split into pieces of about PIECE_BYTES, each a complete stream (schema and batches), so no one
-file is large and the page can show progress; it loads only the tables a query names.
+file is large and the page can show progress; it creates every table from its schema alone (<table>-schema.arrow)
+and loads the rows of only the tables a query names.
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ def export_tables(reader: StoreReader, files: SiteFiles, on_table=None) -> dict:
 
 
 def _write_table(files: SiteFiles, name: str, batches: pa.RecordBatchReader) -> dict:
+    """The table's schema alone (a few hundred bytes: the page creates every table from these at once, so
+    SHOW TABLES and DESCRIBE see them all), then its rows in pieces."""
+    schema, _ = _write_piece(files, f"{name}-schema", None, batches.schema, [])
     pieces, rows, current, size = [], 0, [], 0
     for batch in batches:
         current.append(batch)
@@ -36,17 +40,18 @@ def _write_table(files: SiteFiles, name: str, batches: pa.RecordBatchReader) -> 
         if size >= PIECE_BYTES:
             pieces.append(_write_piece(files, name, len(pieces), batches.schema, current))
             current, size = [], 0
-    if current or not pieces:        # an empty table is still one piece: its schema makes the table
+    if current:
         pieces.append(_write_piece(files, name, len(pieces), batches.schema, current))
-    return {"pieces": [piece for piece, _ in pieces], "rows": rows, "bytes": sum(size for _, size in pieces)}
+    return {"schema": schema, "pieces": [piece for piece, _ in pieces], "rows": rows,
+            "bytes": sum(size for _, size in pieces)}
 
 
-def _write_piece(files: SiteFiles, table: str, number: int, schema: pa.Schema, batches: list) -> tuple[str, int]:
+def _write_piece(files: SiteFiles, table: str, number: int | None, schema: pa.Schema, batches: list) -> tuple[str, int]:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, schema) as writer:
         for batch in batches:
             writer.write_batch(batch)
     data = sink.getvalue().to_pybytes()
-    name = f"{FOLDER}/{table}-{number}.arrow"
+    name = f"{FOLDER}/{table}.arrow" if number is None else f"{FOLDER}/{table}-{number}.arrow"
     files.write_bytes(name, data)
     return name, len(data)

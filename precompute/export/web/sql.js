@@ -8,7 +8,7 @@ const VENDOR = new URL("vendor/duckdb/", location.href);
 // What may start a query (the dashboard's rule, dashboard/sql.py: one SELECT-type statement, or EXPLAIN of one).
 const QUERY_WORDS = new Set(["SELECT", "WITH", "FROM", "VALUES", "TABLE", "DESCRIBE", "SHOW", "SUMMARIZE", "PIVOT", "UNPIVOT", "EXPLAIN", "("]);
 const KEYWORD = 4, OPERATOR = 3, COMMENT = 5;   // DuckDB's tokenizer's token types
-let engine = null;                              // the running DuckDB: {db, worker, Type, tables: Map(name -> Promise)}
+let engine = null;                              // the running DuckDB: {db, worker, Type, created, tables: name -> loaded}
 let objectURLs = [];                            // the last result's pictures and CSV, released on the next run
 
 export async function render(page, params, site) {
@@ -51,6 +51,8 @@ async function query(sql, index, say) {
   }
   const mine = engine;
   await checkSql(mine.db, sql);
+  if (!mine.created) mine.created = createTables(mine.db, index);
+  await mine.created;
   const wanted = Object.keys(index.tables).filter((name) => new RegExp(`\\b${name}\\b`, "i").test(sql));
   for (const name of wanted) {
     if (!mine.tables.has(name)) mine.tables.set(name, loadTable(mine.db, name, index.tables[name], say));
@@ -85,7 +87,7 @@ async function start() {
   for (const setting of ["autoinstall_known_extensions = false", "autoload_known_extensions = false",
     "enable_external_access = false", "lock_configuration = true"]) await conn.query(`SET ${setting}`);
   await conn.close();
-  return { db, worker, Type: duckdb.Type, tables: new Map() };
+  return { db, worker, Type: duckdb.Type, created: null, tables: new Map() };
 }
 
 function stop(mine) {
@@ -93,18 +95,34 @@ function stop(mine) {
   if (engine === mine) engine = null;
 }
 
+/** Every table, empty, from its schema alone (a few hundred bytes each), so that SHOW TABLES and DESCRIBE see them all. */
+async function createTables(db, index) {
+  const conn = await db.connect();
+  try {
+    const schemas = await Promise.all(Object.values(index.tables).map((table) => arrowFile(table.schema)));
+    for (const [i, name] of Object.keys(index.tables).entries()) await conn.insertArrowFromIPCStream(schemas[i], { name, create: true });
+  } finally {
+    await conn.close();
+  }
+}
+
+/** A table's rows, the first time a query names it. */
 async function loadTable(db, name, table, say) {
   const conn = await db.connect();
   try {
     for (const [i, path] of table.pieces.entries()) {
       say(`Loading table ${name} (${i + 1} of ${table.pieces.length}, ${(table.bytes / 2 ** 20).toFixed(1)} MiB in all)…`);
-      const response = await fetch(path);
-      if (!response.ok) throw new Error(`cannot load ${path} (HTTP ${response.status})`);
-      await conn.insertArrowFromIPCStream(new Uint8Array(await response.arrayBuffer()), { name, create: i === 0 });
+      await conn.insertArrowFromIPCStream(await arrowFile(path), { name, create: false });
     }
   } finally {
     await conn.close();
   }
+}
+
+async function arrowFile(path) {
+  const response = await fetch(path);
+  if (!response.ok) throw new Error(`cannot load ${path} (HTTP ${response.status})`);
+  return new Uint8Array(await response.arrayBuffer());
 }
 
 /** Refuse anything but one query, as the dashboard does (a visitor's own tab, but the same rule and messages). */
