@@ -18,7 +18,7 @@ async function show() {
   for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.route === name);
   try {
     const site = await loadSite();
-    document.getElementById("store").textContent = `${site.store} · ${site.runs[0].model}`;
+    document.getElementById("store").textContent = `store ${site.store} · model ${site.runs[0].model}`;
     document.querySelector('nav a[data-route="sql"]').hidden = !site.sql;
     if (!VIEWS[name]) {
       main.replaceChildren(message("error", `There is no page “${name}” here. `, el("a", { href: "#/atlas", text: "Open the Atlas" })));
