@@ -202,6 +202,10 @@ def test_the_row_cap_the_statement_check_and_the_time_limit(url, page):
     page.get_by_text("only SELECT queries are allowed, got DROP").wait_for()
     run_in_page(page, "SELECT 1; SELECT 2")
     page.get_by_text("one statement at a time, please (found 2)").wait_for()
+    run_in_page(page, "EXPLAIN ANALYZE DELETE FROM neurons")            # EXPLAIN ANALYZE would run it
+    page.get_by_text("only SELECT queries are allowed, got EXPLAIN of DELETE").wait_for()
+    run_in_page(page, "-- the plan\nEXPLAIN (FORMAT json) SELECT count(*) FROM runs;")
+    assert browser_rows(page)[0][0] == "physical_plan"
     run_in_page(page, "SHOW TABLES")                                   # every table is there before its rows load
     assert sorted(browser_rows(page)) == sorted(dashboard_rows("SHOW TABLES")[0])
     run_in_page(page, "SELECT * FROM read_parquet('data/x.parquet')")   # no extension is fetched, ever

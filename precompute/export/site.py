@@ -66,7 +66,7 @@ def export_site(store: str | Path, out: str | Path, sql: bool = True, progress=N
         building.mkdir(parents=True)
         files = SiteFiles(building)
         neurons = _write_site(reader, files, sql, progress or (lambda *report: None))
-        files.json(MANIFEST, {"generator": "facet-atlas export", "version": __version__, "store": str(reader.root),
+        files.json(MANIFEST, {"generator": "facet-atlas export", "version": __version__, "store": reader.root.name,
                               "exported_at": _now(), "sql": sql, "neurons": neurons})
         _move_into_place(building, site)
     finally:

@@ -6,9 +6,9 @@ import { chooseRun, el, fetchJSON, keepState, message, neuronHref } from "./comm
 
 const VENDOR = new URL("vendor/duckdb/", location.href);
 // What may start a query (the dashboard's rule, dashboard/sql.py: one SELECT-type statement, or EXPLAIN of one).
-const QUERY_WORDS = new Set(["SELECT", "WITH", "FROM", "VALUES", "TABLE", "DESCRIBE", "SHOW", "SUMMARIZE", "PIVOT", "UNPIVOT", "EXPLAIN", "("]);
+const QUERY_WORDS = new Set(["SELECT", "WITH", "FROM", "VALUES", "TABLE", "DESCRIBE", "SHOW", "SUMMARIZE", "PIVOT", "UNPIVOT", "("]);
 const KEYWORD = 4, OPERATOR = 3, COMMENT = 5;   // DuckDB's tokenizer's token types
-let engine = null;                              // the running DuckDB: {db, worker, Type, created, tables: name -> loaded}
+let engine = null;                              // the running DuckDB, a promise of {db, worker, Type, created, tables}
 let objectURLs = [];                            // the last result's pictures and CSV, released on the next run
 
 export async function render(page, params, site) {
@@ -47,29 +47,38 @@ export async function render(page, params, site) {
 async function query(sql, index, say) {
   if (!engine) {
     say("Starting DuckDB…");
-    engine = await start();
+    engine = start();
+    engine.catch(() => { engine = null; });        // a failed start is tried again by the next query
   }
-  const mine = engine;
+  const current = engine;
+  const mine = await current;
   await checkSql(mine.db, sql);
   if (!mine.created) mine.created = createTables(mine.db, index);
   await mine.created;
   const wanted = Object.keys(index.tables).filter((name) => new RegExp(`\\b${name}\\b`, "i").test(sql));
   for (const name of wanted) {
-    if (!mine.tables.has(name)) mine.tables.set(name, loadTable(mine.db, name, index.tables[name], say));
+    if (!mine.tables.has(name)) {
+      mine.tables.set(name, loadTable(mine.db, name, index.tables[name], say));
+      mine.tables.get(name).catch(() => mine.tables.delete(name));
+    }
     await mine.tables.get(name);
   }
   say("Running…");
   const started = performance.now();
   let timer;
   const limit = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`query stopped after the ${index.time_limit_s} s time limit; ` +
-      "DuckDB restarts for the next query (filter more, aggregate, or add a LIMIT)")), index.time_limit_s * 1000);
+    timer = setTimeout(() => {
+      // A query runs inside the worker's WebAssembly and cannot be interrupted there: end the worker.
+      mine.worker.terminate();
+      if (engine === current) engine = null;
+      reject(new Error(`query stopped after the ${index.time_limit_s} s time limit; DuckDB restarts for the next ` +
+        "query (filter more, aggregate, or add a LIMIT)"));
+    }, index.time_limit_s * 1000);
   });
   try {
     const result = await Promise.race([fetchRows(mine, sql, index.row_cap), limit]);
     return { ...result, ms: performance.now() - started };
   } catch (err) {
-    if (mine === engine && performance.now() - started >= index.time_limit_s * 1000) stop(mine);
     throw new Error(firstLine(err.message));
   } finally {
     clearTimeout(timer);
@@ -88,11 +97,6 @@ async function start() {
     "enable_external_access = false", "lock_configuration = true"]) await conn.query(`SET ${setting}`);
   await conn.close();
   return { db, worker, Type: duckdb.Type, created: null, tables: new Map() };
-}
-
-function stop(mine) {
-  mine.worker.terminate();
-  if (engine === mine) engine = null;
 }
 
 /** Every table, empty, from its schema alone (a few hundred bytes each), so that SHOW TABLES and DESCRIBE see them all. */
@@ -131,19 +135,28 @@ async function checkSql(db, sql) {
   const statements = [[]];
   offsets.forEach((start, i) => {
     if (types[i] === COMMENT) return;
-    const text = sql.slice(start, offsets[i + 1] ?? sql.length).trim().split(/\s|--|\/\*/)[0];
+    const text = sql.slice(start, offsets[i + 1] ?? sql.length).trim().split(/\s|--|\/\*/)[0].toUpperCase();
     if (types[i] === OPERATOR && text.includes(";")) statements.push([]);
     else statements[statements.length - 1].push({ text, type: types[i] });
   });
   const found = statements.filter((tokens) => tokens.length);
   if (!found.length) throw new Error("empty query: write a SELECT statement");
   if (found.length > 1) throw new Error(`one statement at a time, please (found ${found.length})`);
-  const words = found[0].filter((t) => t.type === KEYWORD || t.text.startsWith("(")).map((t) => (t.text.startsWith("(") ? "(" : t.text.toUpperCase()));
-  const first = found[0][0].text.startsWith("(") ? "(" : found[0][0].text.toUpperCase();
-  const inner = first === "EXPLAIN" ? words.find((w, i) => i > 0 && w !== "ANALYZE" && w !== "ANALYSE") : first;
-  if (!QUERY_WORDS.has(first) || !QUERY_WORDS.has(inner) || inner === "EXPLAIN") {
-    throw new Error(`only SELECT queries are allowed, got ${first === "EXPLAIN" ? "EXPLAIN of " + inner : first}`);
+  const [kind, word] = statementKind(found[0]);
+  if (!QUERY_WORDS.has(word)) throw new Error(`only SELECT queries are allowed, got ${kind}`);
+}
+
+/** What a statement does, and the word that says it: its first, or for EXPLAIN [ANALYZE] [(options)] the
+ * first of the statement it explains (EXPLAIN ANALYZE runs it). */
+function statementKind(tokens) {
+  const first = tokens[0].text.startsWith("(") ? "(" : tokens[0].text;
+  if (first !== "EXPLAIN") return [first, first];
+  let depth = 0;
+  for (const { text, type } of tokens.slice(1)) {
+    if (type === OPERATOR) depth += text.split("(").length - text.split(")").length;
+    else if (depth === 0 && text !== "ANALYZE" && text !== "ANALYSE") return [`EXPLAIN of ${text}`, text];
   }
+  return ["EXPLAIN of nothing", ""];
 }
 
 /** The first row_cap rows (and whether there were more), read from the result as it streams. */
