@@ -10,7 +10,7 @@ from functools import partial
 
 import pytest
 
-from conftest import CHROMIUM, ROOT, query
+from conftest import CHROMIUM, ROOT
 
 DEMO = ROOT / "data" / "demo"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
@@ -76,8 +76,8 @@ def test_every_view_renders(url, page):
     page.get_by_role("heading", name="Dress · fc8/3").wait_for()
     page.get_by_role("heading", name="t-SNE map of the exemplars").wait_for()
     assert page.locator(".facet").count() == 10
-    exemplars = query(DEMO, "SELECT count(*) FROM exemplars JOIN runs USING (run_id) "
-                            "WHERE method = 'mfv' AND layer = 'fc8' AND unit = 3")[0][0]
+    exemplars = dashboard_rows("SELECT count(*) FROM exemplars JOIN runs USING (run_id) "
+                               "WHERE method = 'mfv' AND layer = 'fc8' AND unit = 3")[0][0][0]
     assert page.locator("svg.scatter circle").count() == exemplars > 1000   # a class neuron: its class's images
     page.locator(".facet img").first.wait_for()
     page.get_by_role("heading", name="Other methods and reruns").wait_for()
@@ -117,7 +117,8 @@ def test_the_atlas_fetches_no_neuron_document_and_only_the_cards_it_shows(url, p
     assert not [u for u in page.requested if "/n/" in u]               # no per-neuron document
     assert 0 < len([u for u in page.requested if "/img/" in u]) <= 24  # at most one picture per card shown
     page.get_by_label("Search").fill("fc6/1")                          # a search reads the layer's index only
-    page.get_by_text("of 256 neurons in fc6 match").wait_for()
+    page.get_by_text("111 of 256 neurons in fc6 match").wait_for()     # fc6/1, fc6/10..19, fc6/100..199
+    assert "q=fc6%2F1" in page.url
     page.wait_for_load_state("networkidle")
     assert not [u for u in page.requested if "/n/" in u]
 
