@@ -35,12 +35,12 @@ from precompute.pipeline.runtime import image_key, images_of_run, resolve_precis
 
 LUCID = ("jitter", "scale", "rotate")
 REACHED = 0.999   # an image "at gain 1" drives its unit to its strongest exemplar's activation (bf16's rounding aside)
-# name -> (BuildConfig overrides (facet_pull 0 unless given), schedule overrides, stop: True at the strongest
+# name -> (BuildConfig overrides (facet_pull and seed_penalty 0 unless given), schedule overrides, stop: True at the strongest
 # exemplar's activation, False after every step, None: the init itself, "exemplars": the real exemplar nearest each centroid instead)
 CANDIDATES = {
     "real exemplars nearest each centroid (the yardstick)": ({}, {}, "exemplars"),
     "init untouched (a degenerate reference)": ({"param": "fourier", "transforms": LUCID}, {}, None),
-    "fourier (the default before)": ({"param": "fourier", "transforms": LUCID}, {}, False),
+    "fourier (the default before; at 224 px until the facet pull)": ({"param": "fourier", "transforms": LUCID}, {}, False),
     "fourier, stop at gain 1": ({"param": "fourier", "transforms": LUCID}, {}, True),
     "fourier, seed 300": ({"param": "fourier", "transforms": LUCID}, {"seed_weight": 300.0}, False),
     "fourier, seed 300, stop": ({"param": "fourier", "transforms": LUCID}, {"seed_weight": 300.0}, True),
@@ -55,16 +55,20 @@ CANDIDATES = {
     "pixel, no jitter, no TV, stop": ({"param": "pixel", "transforms": ()}, {"stages": "no tv"}, True),
     "pixel, no jitter, seed 100, stop": ({"param": "pixel", "transforms": ()}, {"seed_weight": 100.0}, True),
     "pixel, no jitter, facet pull 0.25, stop": ({"param": "pixel", "transforms": (), "facet_pull": 0.25}, {}, True),
-    "pixel, no jitter, facet pull 0.5, stop (the default below 64 px)":
-        ({"param": "pixel", "transforms": (), "facet_pull": 0.5}, {}, True),
-    "pixel, no jitter, facet pull 1, stop": ({"param": "pixel", "transforms": (), "facet_pull": 1.0}, {}, True),
+    "pixel, no jitter, facet pull 0.5, stop": ({"param": "pixel", "transforms": (), "facet_pull": 0.5}, {}, True),
+    "pixel, no jitter, facet pull 1, stop (the default below 64 px)":
+        ({"param": "pixel", "transforms": (), "facet_pull": 1.0}, {}, True),
     "pixel, no jitter, facet pull 2, stop": ({"param": "pixel", "transforms": (), "facet_pull": 2.0}, {}, True),
     "pixel, no jitter, facet pull 3, stop": ({"param": "pixel", "transforms": (), "facet_pull": 3.0}, {}, True),
     "pixel, no jitter, facet pull 5, stop": ({"param": "pixel", "transforms": (), "facet_pull": 5.0}, {}, True),
-    "pixel, no jitter, facet pull 0.5, every step": ({"param": "pixel", "transforms": (), "facet_pull": 0.5}, {}, False),
-    "pixel, jitter, facet pull 0.5, stop": ({"param": "pixel", "transforms": ("jitter",), "facet_pull": 0.5}, {}, True),
-    "fourier, facet pull 0.5": ({"param": "fourier", "transforms": LUCID, "facet_pull": 0.5}, {}, False),
-    "fourier, facet pull 0.5, stop": ({"param": "fourier", "transforms": LUCID, "facet_pull": 0.5}, {}, True),
+    "pixel, no jitter, facet pull 1, every step": ({"param": "pixel", "transforms": (), "facet_pull": 1.0}, {}, False),
+    "pixel, jitter, facet pull 1, stop": ({"param": "pixel", "transforms": ("jitter",), "facet_pull": 1.0}, {}, True),
+    "fourier, facet pull 1": ({"param": "fourier", "transforms": LUCID, "facet_pull": 1.0}, {}, False),
+    "fourier, facet pull 1, stop": ({"param": "fourier", "transforms": LUCID, "facet_pull": 1.0}, {}, True),
+    "fourier, facet pull 3": ({"param": "fourier", "transforms": LUCID, "facet_pull": 3.0}, {}, False),
+    "fourier, facet pull 1, seed 100 (the default at 64 px and above)":
+        ({"param": "fourier", "transforms": LUCID, "facet_pull": 1.0}, {"seed_weight": 100.0}, False),
+    "fourier, facet pull 1, seed 300": ({"param": "fourier", "transforms": LUCID, "facet_pull": 1.0}, {"seed_weight": 300.0}, False),
 }
 
 
@@ -106,7 +110,7 @@ def facet_scores(held: dict, layer: str, unit: int, means: np.ndarray, reference
 
 
 def sweep(spec, backbone, node: str, held, neurons, overrides, extra, stop, seed=0) -> dict:
-    config = BuildConfig(store="", **({"facet_pull": 0.0} | overrides))
+    config = BuildConfig(store="", **({"facet_pull": 0.0, "seed_penalty": 0.0} | overrides))
     schedule = schedule_for("mfv", spec, config)
     if extra.get("stages") == "no tv":   # the same steps without the total-variation smoothing
         extra = extra | {"stages": tuple(dataclasses.replace(s, tv_weight=(0.0, 0.0)) for s in schedule.stages)}
