@@ -1,4 +1,6 @@
 """Facets that stay facets: retention and spread measures, and MFV synthesis that stops at the strongest exemplar."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -29,11 +31,14 @@ def test_an_image_is_kept_once_it_reaches_its_target(demo_spec):
     from precompute.engine.synthesis import measure, mfv_schedule, render
     schedule = mfv_schedule(28, 40)
     init = torch.full((2, 1, 28, 28), 0.3)
+    stopping = dataclasses.replace(schedule, until_exemplar=True)
     units, keys = torch.tensor([0, 1]), torch.tensor([1, 2])
     start = measure(demo_spec, "fc8", units, init)["act"]
     free = measure(demo_spec, "fc8", units, render(demo_spec, "fc8", units, init, schedule, keys))["act"]
     targets = start + 0.3 * (free - start)
-    kept = render(demo_spec, "fc8", units, init, schedule, keys, targets=targets)
+    assert torch.equal(render(demo_spec, "fc8", units, init, schedule, keys, targets=targets),
+                       render(demo_spec, "fc8", units, init, schedule, keys)), "targets stop only with until_exemplar"
+    kept = render(demo_spec, "fc8", units, init, stopping, keys, targets=targets)
     reached = measure(demo_spec, "fc8", units, kept)["act"]
     assert (reached < free).all(), "stopped well short of where every step goes"
     assert (reached > start).all()

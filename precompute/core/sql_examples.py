@@ -18,7 +18,7 @@ ORDER BY f.target_prob""",
 SELECT e.image_id, e.activation, e.pos_y, e.pos_x, e.facet, e.crop_png
 FROM exemplars e JOIN runs r USING (run_id)
 WHERE r.method = 'mfv' AND e.layer = 'conv3' AND e.unit = 12 AND e.crop_png IS NOT NULL
-ORDER BY e.activation DESC LIMIT 20""",
+ORDER BY e.activation DESC, e.image_id LIMIT 20""",
     "Facet diversity histogram": """
 SELECT layer, round(facet_diversity, 1) AS diversity_bin, count(*) AS neurons
 FROM neurons JOIN runs USING (run_id)
@@ -51,5 +51,5 @@ JOIN facet_scores e ON e.run_id = f.run_id AND e.layer = f.layer AND e.unit = f.
                    AND e.method = 'exemplars' AND e.facet IS NULL
 JOIN neurons n ON n.run_id = f.run_id AND n.layer = f.layer AND n.unit = f.unit
 WHERE f.method = 'mfv' AND f.facet IS NULL AND n.facet_diversity >= 0.5
-ORDER BY f.score DESC LIMIT 50""",
+ORDER BY f.score DESC, f.layer, f.unit LIMIT 50""",
 }

@@ -280,7 +280,7 @@ def render(spec: ModelSpec, layer: str, units: torch.Tensor, init: torch.Tensor,
     With `schedule.diversity` > 0, images with the same `groups` id (default: the same target
     unit) are pushed apart by `diversity_penalty`; a group must be wholly inside the batch.
     With `schedule.seed_weight` > 0 each image is held near its init (feature accentuation's seed
-    regularizer, in pixels). With `targets`, an image is kept as it was the first time its
+    regularizer, in pixels). With `targets` and `schedule.until_exemplar`, an image is kept as it was the first time its
     activation reached its target (MFV: the strongest real exemplar's), and the loop ends when
     every image has: driving a unit far past any real image is where facets turn into one stamp.
     With `facet_pull` (per image: its facet's direction and its neuron's centre in the embedding, from
